@@ -1,0 +1,54 @@
+// The rnnkit operator library: the schemas of the layer ops, and the Python module
+// that loading `rnnkit._C` initialises. Kernels register themselves per backend
+// (csrc/cpu/register_cpu.cpp, csrc/cuda/register_cuda.cu); fake kernels and
+// autograd live in rnnkit/ops.py.
+//
+// One forward and one backward op per cell kind, each running one layer in one
+// direction over a whole sequence (see csrc/include/rnnkit/layer_contract.h).
+
+#include <Python.h>
+#include <torch/library.h>
+
+extern "C" {
+// `import rnnkit._C` only has to load this library so that the static
+// TORCH_LIBRARY initialisers run; the module itself is empty.
+PyObject* PyInit__C(void) {
+  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
+  return PyModule_Create(&module_def);
+}
+}
+
+TORCH_LIBRARY(rnnkit, m) {
+  m.def(
+      "rnn_layer(Tensor input, Tensor? lengths, Tensor h0, Tensor w_ih, Tensor w_hh, "
+      "Tensor? b_ih, Tensor? b_hh, bool reverse, bool relu) "
+      "-> (Tensor output, Tensor h_n, Tensor reserve)");
+  m.def(
+      "rnn_layer_backward(Tensor grad_output, Tensor grad_h_n, Tensor input, Tensor? lengths, "
+      "Tensor h0, Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? b_hh, bool reverse, bool relu, "
+      "Tensor output, Tensor reserve) "
+      "-> (Tensor grad_input, Tensor grad_h0, Tensor grad_w_ih, Tensor grad_w_hh, "
+      "Tensor grad_b_ih, Tensor grad_b_hh)");
+
+  m.def(
+      "gru_layer(Tensor input, Tensor? lengths, Tensor h0, Tensor w_ih, Tensor w_hh, "
+      "Tensor? b_ih, Tensor? b_hh, bool reverse) "
+      "-> (Tensor output, Tensor h_n, Tensor reserve)");
+  m.def(
+      "gru_layer_backward(Tensor grad_output, Tensor grad_h_n, Tensor input, Tensor? lengths, "
+      "Tensor h0, Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? b_hh, bool reverse, "
+      "Tensor output, Tensor reserve) "
+      "-> (Tensor grad_input, Tensor grad_h0, Tensor grad_w_ih, Tensor grad_w_hh, "
+      "Tensor grad_b_ih, Tensor grad_b_hh)");
+
+  m.def(
+      "lstm_layer(Tensor input, Tensor? lengths, Tensor h0, Tensor c0, Tensor w_ih, Tensor w_hh, "
+      "Tensor? b_ih, Tensor? b_hh, Tensor? w_hr, bool reverse) "
+      "-> (Tensor output, Tensor h_n, Tensor c_n, Tensor reserve)");
+  m.def(
+      "lstm_layer_backward(Tensor grad_output, Tensor grad_h_n, Tensor grad_c_n, Tensor input, "
+      "Tensor? lengths, Tensor h0, Tensor c0, Tensor w_ih, Tensor w_hh, Tensor? b_ih, "
+      "Tensor? b_hh, Tensor? w_hr, bool reverse, Tensor output, Tensor reserve) "
+      "-> (Tensor grad_input, Tensor grad_h0, Tensor grad_c0, Tensor grad_w_ih, "
+      "Tensor grad_w_hh, Tensor grad_b_ih, Tensor grad_b_hh, Tensor grad_w_hr)");
+}

@@ -1,0 +1,14 @@
+"""rnnkit: fused C++/CUDA kernels for recurrent networks, a drop-in for torch.nn.
+
+    import rnnkit
+    lstm = rnnkit.LSTM(128, 256, num_layers=2)   # same arguments as torch.nn.LSTM
+    lstm.load_state_dict(torch_lstm.state_dict())  # same parameters
+    output, (h_n, c_n) = lstm(x)                   # same outputs
+"""
+
+from rnnkit import functional, ops
+from rnnkit.modules import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNBase, RNNCell
+
+__version__ = "0.1.0"
+
+__all__ = ["RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell", "RNNBase", "functional", "ops"]

@@ -1,0 +1,364 @@
+"""The modules: torch.nn.RNN, LSTM, GRU and their cells, run by rnnkit's kernels.
+
+Construction, parameters, initialisation, state_dict, repr and the shape checks
+come from torch.nn.RNNBase / RNNCellBase, so they are torch's own, for whichever
+torch is installed. (We subclass the bases rather than nn.LSTM itself because
+torch.compile refuses to trace nn.RNN/GRU/LSTM instances.) What this file adds is
+the forward: argument validation with torch's messages, then normalisation of the
+input into time-major padded form with per-sequence lengths, one call into
+rnnkit.functional, and the way back into the caller's form. No math here.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils.rnn import PackedSequence
+
+from rnnkit import functional
+
+__all__ = ["RNNBase", "RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell"]
+
+
+# ---------------------------------------------------------------------------
+# PackedSequence <-> time-major padded
+
+
+def _unpack(data: Tensor, batch_sizes: Tensor):
+    """Packed rows [sum(lengths), I] -> (padded [T, B, I], lengths [B], mask [T, B]).
+
+    Packed data lists step 0 of every sequence, then step 1 of those still running,
+    and so on, sequences sorted longest first: exactly the True entries of
+    mask[t, b] = b < batch_sizes[t] in row-major order.
+    """
+    steps, batch = batch_sizes.numel(), int(batch_sizes[0])
+    mask = torch.arange(batch).unsqueeze(0) < batch_sizes.unsqueeze(1)
+    lengths = mask.sum(0)
+    mask = mask.to(data.device)
+    padded = data.new_zeros((steps, batch) + tuple(data.shape[1:]))
+    padded = padded.masked_scatter(mask.unsqueeze(-1), data)
+    return padded, lengths.to(data.device), mask
+
+
+def _repack(padded: Tensor, mask: Tensor) -> Tensor:
+    return padded[mask]
+
+
+def _check_devices(input: Tensor, weights, states) -> None:
+    if any(w is not None and w.device != input.device for w in weights):
+        raise RuntimeError("Input and parameter tensors are not at the same device, found input "
+                           f"tensor at {input.device} and parameter tensor at "
+                           f"{next(w.device for w in weights if w.device != input.device)}")
+    if any(s.device != input.device for s in states):
+        raise RuntimeError("Input and hidden tensors are not at the same device, found input "
+                           f"tensor at {input.device} and hidden tensor at "
+                           f"{next(s.device for s in states if s.device != input.device)}")
+
+
+def _autocast_dtype(device_type: str):
+    """The dtype torch.nn's recurrent modules compute in under autocast, or None."""
+    if torch.is_autocast_enabled(device_type):
+        return torch.get_autocast_dtype(device_type)
+    return None
+
+
+class RNNBase(nn.RNNBase):
+    """Shared forward machinery of RNN, GRU and LSTM."""
+
+    # ---- hooks the subclasses fill in
+    def _states(self, hx):  # -> tuple of [L*D, B, *] tensors
+        raise NotImplementedError
+
+    def _run(self, input, states, weights, lengths):  # -> (output, tuple of states)
+        raise NotImplementedError
+
+    def _pack_states(self, states):  # tuple -> what forward returns as hidden
+        raise NotImplementedError
+
+    # ---- common pieces
+    def _weights(self):
+        self._update_flat_weights()
+        return self._flat_weights
+
+    def _default_hx(self, input: Tensor, batch: int):
+        num_directions = 2 if self.bidirectional else 1
+        h_width = self.proj_size if self.proj_size > 0 else self.hidden_size
+        shape = (self.num_layers * num_directions, batch)
+        h = torch.zeros(shape + (h_width,), dtype=input.dtype, device=input.device)
+        if self.mode != "LSTM":
+            return h
+        c = torch.zeros(shape + (self.hidden_size,), dtype=input.dtype, device=input.device)
+        return (h, c)
+
+    def _compute(self, input, states, lengths):
+        """Runs the stack on time-major input; handles devices and autocast."""
+        weights = self._weights()
+        _check_devices(input, weights, states)
+        cast = _autocast_dtype(input.device.type)
+        if cast is not None:
+            input = input.to(cast)
+            states = tuple(s.to(cast) for s in states)
+            weights = [w.to(cast) for w in weights]
+        return self._run(input, states, weights, lengths)
+
+    def _forward_packed(self, packed: PackedSequence, hx):
+        self._update_flat_weights()
+        data, batch_sizes, sorted_indices, unsorted_indices = packed
+        if hx is None:
+            hx = self._default_hx(data, int(batch_sizes[0]))
+            self.check_forward_args(data, hx, batch_sizes)
+        else:
+            # Checked before the permutation, which would otherwise fail first on a
+            # wrong batch size with a less helpful message.
+            self.check_forward_args(data, hx, batch_sizes)
+            hx = self.permute_hidden(hx, sorted_indices)
+        padded, lengths, mask = _unpack(data, batch_sizes)
+        output, states = self._compute(padded, self._states(hx), lengths)
+        out = PackedSequence(_repack(output, mask), batch_sizes, sorted_indices, unsorted_indices)
+        return out, self.permute_hidden(self._pack_states(states), unsorted_indices)
+
+    def _forward_tensor(self, input: Tensor, hx, is_batched: bool):
+        self._update_flat_weights()
+        batch_dim = 0 if self.batch_first else 1
+        if not is_batched:
+            input = input.unsqueeze(batch_dim)
+        if hx is None:
+            hx = self._default_hx(input, input.size(batch_dim))
+        self.check_forward_args(input, hx, None)
+        time_major = input.transpose(0, 1) if self.batch_first else input
+        output, states = self._compute(time_major, self._states(hx), None)
+        if self.batch_first:
+            output = output.transpose(0, 1)
+        if not is_batched:
+            output = output.squeeze(batch_dim)
+            states = tuple(s.squeeze(1) for s in states)
+        return output, self._pack_states(states)
+
+
+class _SingleStateRNN(RNNBase):
+    """RNN and GRU: one state tensor h."""
+
+    def _states(self, hx):
+        return (hx,)
+
+    def _pack_states(self, states):
+        return states[0]
+
+    def forward(self, input, hx=None):
+        if isinstance(input, PackedSequence):
+            return self._forward_packed(input, hx)
+        if input.dim() not in (2, 3):
+            raise ValueError(self._input_dim_message(input.dim()))
+        is_batched = input.dim() == 3
+        if hx is not None:
+            if is_batched and hx.dim() != 3:
+                raise RuntimeError(
+                    f"For batched 3-D input, hx should also be 3-D but got {hx.dim()}-D tensor")
+            if not is_batched:
+                if hx.dim() != 2:
+                    raise RuntimeError(f"For unbatched 2-D input, hx should also be 2-D but got "
+                                       f"{hx.dim()}-D tensor")
+                hx = hx.unsqueeze(1)
+        return self._forward_tensor(input, hx, is_batched)
+
+
+class RNN(_SingleStateRNN):
+    """Drop-in for torch.nn.RNN (same arguments, parameters and outputs)."""
+
+    def __init__(self, *args, **kwargs):
+        if "proj_size" in kwargs:
+            raise ValueError("proj_size argument is only supported for LSTM, not RNN or GRU")
+        if len(args) > 3:
+            self.nonlinearity = args[3]
+            args = args[:3] + args[4:]
+        else:
+            self.nonlinearity = kwargs.pop("nonlinearity", "tanh")
+        if self.nonlinearity == "tanh":
+            mode = "RNN_TANH"
+        elif self.nonlinearity == "relu":
+            mode = "RNN_RELU"
+        else:
+            raise ValueError(f"Unknown nonlinearity '{self.nonlinearity}'. "
+                             "Select from 'tanh' or 'relu'.")
+        super().__init__(mode, *args, **kwargs)
+
+    @staticmethod
+    def _input_dim_message(ndim):
+        return f"RNN: Expected input to be 2D or 3D, got {ndim}D tensor instead"
+
+    def _run(self, input, states, weights, lengths):
+        output, h_n = functional.rnn(
+            input, states[0], weights, num_layers=self.num_layers, bias=self.bias,
+            nonlinearity="relu" if self.mode == "RNN_RELU" else "tanh",
+            bidirectional=self.bidirectional, dropout=self.dropout, training=self.training,
+            lengths=lengths)
+        return output, (h_n,)
+
+
+class GRU(_SingleStateRNN):
+    """Drop-in for torch.nn.GRU (same arguments, parameters and outputs)."""
+
+    def __init__(self, *args, **kwargs):
+        if "proj_size" in kwargs:
+            raise ValueError("proj_size argument is only supported for LSTM, not RNN or GRU")
+        super().__init__("GRU", *args, **kwargs)
+
+    @staticmethod
+    def _input_dim_message(ndim):
+        return f"GRU: Expected input to be 2D or 3D, got {ndim}D instead"
+
+    def _run(self, input, states, weights, lengths):
+        output, h_n = functional.gru(
+            input, states[0], weights, num_layers=self.num_layers, bias=self.bias,
+            bidirectional=self.bidirectional, dropout=self.dropout, training=self.training,
+            lengths=lengths)
+        return output, (h_n,)
+
+
+class LSTM(RNNBase):
+    """Drop-in for torch.nn.LSTM (same arguments, parameters and outputs)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__("LSTM", *args, **kwargs)
+
+    # torch.nn.LSTM's own checks and permutation of the (h, c) pair.
+    get_expected_cell_size = nn.LSTM.get_expected_cell_size
+    check_forward_args = nn.LSTM.check_forward_args
+    permute_hidden = nn.LSTM.permute_hidden
+
+    def _states(self, hx):
+        return (hx[0], hx[1])
+
+    def _pack_states(self, states):
+        return (states[0], states[1])
+
+    def _run(self, input, states, weights, lengths):
+        output, (h_n, c_n) = functional.lstm(
+            input, states, weights, num_layers=self.num_layers, bias=self.bias,
+            proj_size=self.proj_size, bidirectional=self.bidirectional, dropout=self.dropout,
+            training=self.training, lengths=lengths)
+        return output, (h_n, c_n)
+
+    def forward(self, input, hx=None):
+        if isinstance(input, PackedSequence):
+            return self._forward_packed(input, hx)
+        if input.dim() not in (2, 3):
+            raise ValueError(f"LSTM: Expected input to be 2D or 3D, got {input.dim()}D instead")
+        is_batched = input.dim() == 3
+        if hx is not None:
+            h, c = hx
+            if is_batched and (h.dim() != 3 or c.dim() != 3):
+                raise RuntimeError("For batched 3-D input, hx and cx should also be 3-D but got "
+                                   f"({h.dim()}-D, {c.dim()}-D) tensors")
+            if not is_batched:
+                if h.dim() != 2 or c.dim() != 2:
+                    raise RuntimeError("For unbatched 2-D input, hx and cx should also be 2-D "
+                                       f"but got ({h.dim()}-D, {c.dim()}-D) tensors")
+                h, c = h.unsqueeze(1), c.unsqueeze(1)
+            hx = (h, c)
+        return self._forward_tensor(input, hx, is_batched)
+
+
+# ---------------------------------------------------------------------------
+# Cells: one step, run as a sequence of length 1.
+
+
+def _check_cell(input: Tensor, hx: Tensor, cell: nn.RNNCellBase, which: str) -> None:
+    # torch's own checks (ATen's check_rnn_cell_forward_input / _hidden).
+    if input.size(1) != cell.input_size:
+        raise RuntimeError(f"input has inconsistent input_size: got {input.size(1)} "
+                           f"expected {cell.input_size}")
+    if input.size(0) != hx.size(0):
+        raise RuntimeError(f"Input batch size {input.size(0)} doesn't match {which} batch size "
+                           f"{hx.size(0)}")
+    if hx.size(1) != cell.hidden_size:
+        raise RuntimeError(f"{which} has inconsistent hidden_size: got {hx.size(1)}, "
+                           f"expected {cell.hidden_size}")
+
+
+def _cell_weights(cell: nn.RNNCellBase):
+    return [w for w in (cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh)
+            if w is not None]
+
+
+def _cell_prepare(cell, name, input, hx, n_states):
+    if input.dim() not in (1, 2):
+        raise ValueError(f"{name}: Expected input to be 1D or 2D, got {input.dim()}D instead")
+    if hx is not None:
+        if n_states == 1:
+            if hx.dim() not in (1, 2):
+                raise ValueError(f"{name}: Expected hidden to be 1D or 2D, got {hx.dim()}D instead")
+        else:
+            for idx, value in enumerate(hx):
+                if value.dim() not in (1, 2):
+                    raise ValueError(f"{name}: Expected hx[{idx}] to be 1D or 2D, got "
+                                     f"{value.dim()}D instead")
+    is_batched = input.dim() == 2
+    if not is_batched:
+        input = input.unsqueeze(0)
+    if hx is None:
+        zeros = torch.zeros(input.size(0), cell.hidden_size, dtype=input.dtype,
+                            device=input.device)
+        states = (zeros,) * n_states
+    else:
+        states = (hx,) if n_states == 1 else tuple(hx)
+        if not is_batched:
+            states = tuple(s.unsqueeze(0) for s in states)
+    for i, s in enumerate(states):
+        if s.dim() != 2:
+            raise RuntimeError(f"hidden{i} must be 2-D for 2-D input, got {s.dim()}-D")
+        _check_cell(input, s, cell, f"hidden{i}")
+    weights = _cell_weights(cell)
+    _check_devices(input, weights, states)
+    cast = _autocast_dtype(input.device.type)
+    if cast is not None:
+        input, states = input.to(cast), tuple(s.to(cast) for s in states)
+        weights = [w.to(cast) for w in weights]
+    return input.unsqueeze(0), tuple(s.unsqueeze(0) for s in states), weights, is_batched
+
+
+class RNNCell(nn.RNNCellBase):
+    """Drop-in for torch.nn.RNNCell."""
+
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True,
+                 nonlinearity: str = "tanh", device=None, dtype=None) -> None:
+        super().__init__(input_size, hidden_size, bias, num_chunks=1, device=device, dtype=dtype)
+        self.nonlinearity = nonlinearity
+
+    def forward(self, input: Tensor, hx: Tensor | None = None) -> Tensor:
+        x, (h,), weights, is_batched = _cell_prepare(self, "RNNCell", input, hx, 1)
+        if self.nonlinearity not in ("tanh", "relu"):
+            raise RuntimeError(f"Unknown nonlinearity: {self.nonlinearity}")
+        _, h_n = functional.rnn(x, h, weights, bias=self.bias, nonlinearity=self.nonlinearity)
+        h_n = h_n[0]
+        return h_n if is_batched else h_n.squeeze(0)
+
+
+class GRUCell(nn.RNNCellBase):
+    """Drop-in for torch.nn.GRUCell."""
+
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True, device=None,
+                 dtype=None) -> None:
+        super().__init__(input_size, hidden_size, bias, num_chunks=3, device=device, dtype=dtype)
+
+    def forward(self, input: Tensor, hx: Tensor | None = None) -> Tensor:
+        x, (h,), weights, is_batched = _cell_prepare(self, "GRUCell", input, hx, 1)
+        _, h_n = functional.gru(x, h, weights, bias=self.bias)
+        h_n = h_n[0]
+        return h_n if is_batched else h_n.squeeze(0)
+
+
+class LSTMCell(nn.RNNCellBase):
+    """Drop-in for torch.nn.LSTMCell."""
+
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True, device=None,
+                 dtype=None) -> None:
+        super().__init__(input_size, hidden_size, bias, num_chunks=4, device=device, dtype=dtype)
+
+    def forward(self, input: Tensor, hx: tuple[Tensor, Tensor] | None = None):
+        x, states, weights, is_batched = _cell_prepare(self, "LSTMCell", input, hx, 2)
+        _, (h_n, c_n) = functional.lstm(x, states, weights, bias=self.bias)
+        h_n, c_n = h_n[0], c_n[0]
+        if not is_batched:
+            return h_n.squeeze(0), c_n.squeeze(0)
+        return h_n, c_n

@@ -137,7 +137,8 @@ def build_extension():
 
     debug = os.environ.get("RNNKIT_DEBUG", "0") == "1"
     opt = ["-O0", "-g"] if debug else ["-O3"]
-    cxx_flags = opt + ["-std=c++17", "-fdiagnostics-color=always"]
+    # No -std flag: cpp_extension picks the standard the installed torch needs.
+    cxx_flags = opt + ["-fdiagnostics-color=always"]
     sanitize = os.environ.get("RNNKIT_SANITIZE", "")
     link_flags = []
     if sanitize:
@@ -154,7 +155,7 @@ def build_extension():
     )
     if use_cuda:
         include_dirs += nvidia_wheel_includes()
-        nvcc_flags = opt + ["-std=c++17", "--expt-relaxed-constexpr", "-lineinfo"]
+        nvcc_flags = opt + ["--expt-relaxed-constexpr", "-lineinfo"]
         ext = cpp_extension.CUDAExtension(
             extra_compile_args={"cxx": cxx_flags + ["-DRNNKIT_WITH_CUDA"], "nvcc": nvcc_flags + ["-DRNNKIT_WITH_CUDA"]},
             **kwargs,

@@ -1,0 +1,101 @@
+// The shared pieces of the CPU layer drivers (see cpu_common.h).
+
+#include "cpu_common.h"
+
+#include <ATen/ops/addmm.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/from_blob.h>
+#include <ATen/ops/mm.h>
+
+#include <cstring>
+
+namespace rnnkit {
+namespace cpu {
+
+at::ScalarType compute_dtype(at::ScalarType dtype) {
+  return (dtype == at::kHalf || dtype == at::kBFloat16) ? at::kFloat : dtype;
+}
+
+at::Tensor prepare(const at::Tensor& t, at::ScalarType compute) {
+  return t.to(compute).contiguous();
+}
+
+at::Tensor prepare(const std::optional<at::Tensor>& t, at::ScalarType compute) {
+  return t.has_value() ? prepare(*t, compute) : at::Tensor();
+}
+
+std::vector<int64_t> sequence_lengths(const std::optional<at::Tensor>& lengths, int64_t B,
+                                      int64_t T) {
+  std::vector<int64_t> out(static_cast<size_t>(B), T);
+  if (lengths.has_value() && B > 0) {
+    const at::Tensor len = lengths->contiguous();
+    std::memcpy(out.data(), len.const_data_ptr<int64_t>(), sizeof(int64_t) * B);
+  }
+  return out;
+}
+
+at::Tensor input_projection(const at::Tensor& x, const at::Tensor& w_ih, const at::Tensor& bias) {
+  const at::Tensor x2d = x.view({x.size(0) * x.size(1), x.size(2)});
+  return bias.defined() ? at::addmm(bias, x2d, w_ih.t()) : at::mm(x2d, w_ih.t());
+}
+
+at::Tensor previous_hidden(const at::Tensor& output, const at::Tensor& h0,
+                           const std::vector<int64_t>& lengths, bool reverse) {
+  const int64_t T = output.size(0), B = output.size(1), P = output.size(2);
+  at::Tensor prev = at::empty({T, B, P}, output.options());
+  const auto* out = static_cast<const char*>(output.const_data_ptr());
+  const auto* init = static_cast<const char*>(h0.const_data_ptr());
+  auto* dst = static_cast<char*>(prev.mutable_data_ptr());
+  const int64_t row = P * static_cast<int64_t>(output.element_size());
+  const StepOrder order{T, reverse};
+  at::parallel_for(0, T * B, 256, [&](int64_t begin, int64_t end) {
+    for (int64_t k = begin; k < end; ++k) {
+      const int64_t t = k / B, b = k % B;
+      char* d = dst + k * row;
+      if (t >= lengths[b]) {
+        std::memset(d, 0, row);
+      } else if (order.first(t, lengths[b])) {
+        std::memcpy(d, init + b * row, row);
+      } else {
+        std::memcpy(d, out + (order.previous(t) * B + b) * row, row);
+      }
+    }
+  });
+  return prev;
+}
+
+namespace {
+
+// The portable GEMM: ATen's mm on views of the raw buffers. It costs an operator
+// dispatch per call, which the fast paths avoid; it serves double precision and
+// machines without them.
+template <typename T>
+void aten_gemm(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* B, int64_t ldb,
+               bool transpose_b, T* C, int64_t ldc, bool accumulate) {
+  if (M == 0 || N == 0) return;
+  const auto opts = at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value);
+  const at::Tensor a = at::from_blob(const_cast<T*>(A), {M, K}, {lda, 1}, opts);
+  const at::Tensor b = transpose_b ? at::from_blob(const_cast<T*>(B), {N, K}, {ldb, 1}, opts).t()
+                                   : at::from_blob(const_cast<T*>(B), {K, N}, {ldb, 1}, opts);
+  at::Tensor c = at::from_blob(C, {M, N}, {ldc, 1}, opts);
+  if (accumulate) {
+    c.addmm_(a, b);
+  } else {
+    at::mm_out(c, a, b);
+  }
+}
+
+}  // namespace
+
+void gemm(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B,
+          int64_t ldb, bool transpose_b, float* C, int64_t ldc, bool accumulate) {
+  aten_gemm(M, N, K, A, lda, B, ldb, transpose_b, C, ldc, accumulate);
+}
+
+void gemm(int64_t M, int64_t N, int64_t K, const double* A, int64_t lda, const double* B,
+          int64_t ldb, bool transpose_b, double* C, int64_t ldc, bool accumulate) {
+  aten_gemm(M, N, K, A, lda, B, ldb, transpose_b, C, ldc, accumulate);
+}
+
+}  // namespace cpu
+}  // namespace rnnkit

@@ -1,0 +1,83 @@
+#pragma once
+// What the CPU layer drivers share: the compute dtype, argument preparation,
+// per-sequence lengths, the step order, a raw-pointer GEMM, and a parallel loop
+// over the rows of a [B, N] block.
+
+#include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <optional>
+#include <vector>
+
+namespace rnnkit {
+namespace cpu {
+
+// float for float16 and bfloat16 (they are computed in float and stored back in
+// their own dtype), otherwise the dtype itself.
+at::ScalarType compute_dtype(at::ScalarType dtype);
+
+// A contiguous tensor of dtype `compute`: `t` itself when it already is one.
+at::Tensor prepare(const at::Tensor& t, at::ScalarType compute);
+// As above; an undefined tensor for an absent optional.
+at::Tensor prepare(const std::optional<at::Tensor>& t, at::ScalarType compute);
+
+// lengths[b], or T for every b when lengths is absent.
+std::vector<int64_t> sequence_lengths(const std::optional<at::Tensor>& lengths, int64_t B,
+                                      int64_t T);
+
+// The forward runs steps 0..T-1, or T-1..0 when reverse; the backward walks the
+// same order backwards. With lengths, step t of sequence b is real iff
+// t < lengths[b], which makes a reverse sequence start at its own last real step.
+struct StepOrder {
+  int64_t T;
+  bool reverse;
+  // The step run at position s of the forward order.
+  int64_t step(int64_t s) const { return reverse ? T - 1 - s : s; }
+  // Whether real step t is the first one sequence b runs (its h_{t-1} is h0).
+  bool first(int64_t t, int64_t length) const { return reverse ? t + 1 >= length : t == 0; }
+  // The step run just before t (valid when !first).
+  int64_t previous(int64_t t) const { return reverse ? t + 1 : t - 1; }
+};
+
+// x · W_ihᵀ + bias for every step at once, [T*B, G*H] (bias may be undefined):
+// the one GEMM hoisted out of the step loop.
+at::Tensor input_projection(const at::Tensor& x, const at::Tensor& w_ih, const at::Tensor& bias);
+
+// h_{t-1} of every step, [T, B, P]: h0 at each sequence's first real step, the
+// output of the previous step otherwise, zeros at padded steps. The backward's
+// dW_hh is one GEMM of the gate gradients against this.
+at::Tensor previous_hidden(const at::Tensor& output, const at::Tensor& h0,
+                           const std::vector<int64_t>& lengths, bool reverse);
+
+// Row-major C[M, N] = A[M, K] · op(B) (+ C when accumulate), with leading
+// dimensions; op(B) = Bᵀ for B stored [N, K] when transpose_b, else B stored [K, N].
+void gemm(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B,
+          int64_t ldb, bool transpose_b, float* C, int64_t ldc, bool accumulate);
+void gemm(int64_t M, int64_t N, int64_t K, const double* A, int64_t lda, const double* B,
+          int64_t ldb, bool transpose_b, double* C, int64_t ldc, bool accumulate);
+
+// Elements per task of the pointwise passes: below this a pass stays on one thread.
+constexpr int64_t kPointwiseGrain = 2048;
+
+// Calls fn(b, j0, j1) over the row segments of a [B, N] block, in parallel.
+template <typename Fn>
+inline void parallel_rows(int64_t B, int64_t N, const Fn& fn) {
+  if (B == 0 || N == 0) return;
+  at::parallel_for(0, B * N, kPointwiseGrain, [&](int64_t begin, int64_t end) {
+    for (int64_t b = begin / N; b * N < end; ++b) {
+      const int64_t j0 = std::max(begin, b * N) - b * N;
+      const int64_t j1 = std::min(end, (b + 1) * N) - b * N;
+      fn(b, j0, j1);
+    }
+  });
+}
+
+template <typename T>
+inline void fill_zero(T* p, int64_t n) {
+  std::fill(p, p + n, T(0));
+}
+
+}  // namespace cpu
+}  // namespace rnnkit

@@ -1,0 +1,212 @@
+// The GRU layer on the CPU, forward and backward (contract: layer_contract.h).
+//
+// The reset gate scales the hidden projection of n *with* its bias b_hn, so only
+// b_hr and b_hz fold into the hoisted input projection; b_hn is added in the
+// fused pass, and the reserve keeps hn = W_hn h + b_hn.
+//
+// The backward keeps one gradient buffer [T, B, 4H] laid out (r, z, hn, xn): its
+// first 3H columns are the gradient of h · W_hhᵀ + b_hh (for dh and dW_hh), and
+// columns (r, z) with (xn) that of x · W_ihᵀ + b_ih (for dx and dW_ih).
+
+#include <ATen/Dispatch.h>
+#include <ATen/ops/cat.h>
+#include <ATen/ops/empty.h>
+
+#include "cpu_common.h"
+#include "layer_ops_cpu.h"
+#include "rnnkit/layer_checks.h"
+#include "vec_math.h"
+
+namespace rnnkit {
+namespace cpu {
+namespace {
+
+template <typename T>
+struct GruForward {
+  int64_t T_, B, H;
+  StepOrder order;
+  const int64_t* len;
+  const T* gx;    // [T, B, 3H] input projection with b_ih and b_hr, b_hz
+  const T* w_hh;  // [3H, H]
+  const T* b_hn;  // [H] or null
+  T* h;           // [B, H] running state
+  T* out;         // [T, B, H]
+  T* reserve;     // [T, B, 4H]
+  T* gh;          // [B, 3H] workspace: h · W_hhᵀ
+
+  void run() const {
+    for (int64_t s = 0; s < T_; ++s) {
+      const int64_t t = order.step(s);
+      gemm(B, 3 * H, H, h, H, w_hh, H, /*transpose_b=*/true, gh, 3 * H, /*accumulate=*/false);
+      parallel_rows(B, H, [&](int64_t b, int64_t j0, int64_t j1) { gates(t, b, j0, j1); });
+    }
+  }
+
+  void gates(int64_t t, int64_t b, int64_t j0, int64_t j1) const {
+    T* res = reserve + (t * B + b) * 4 * H;
+    T* o_row = out + (t * B + b) * H;
+    if (t >= len[b]) {
+      for (int64_t k = 0; k < 4; ++k) fill_zero(res + k * H + j0, j1 - j0);
+      fill_zero(o_row + j0, j1 - j0);
+      return;
+    }
+    const T* x_row = gx + (t * B + b) * 3 * H;
+    const T* h_row = gh + b * 3 * H;
+    T* state = h + b * H;
+    for_each_lane<T>(j0, j1, [&](auto lane, int64_t j) {
+      using L = decltype(lane);
+      using V = typename L::V;
+      const V hn = b_hn ? L::load(h_row + 2 * H + j) + L::load(b_hn + j)
+                        : L::load(h_row + 2 * H + j);
+      const auto st = cells::gru_forward<V, typename L::M>(
+          L::load(x_row + j), L::load(x_row + H + j), L::load(x_row + 2 * H + j),
+          L::load(h_row + j), L::load(h_row + H + j), hn, L::load(state + j));
+      L::store(res + j, st.r);
+      L::store(res + H + j, st.z);
+      L::store(res + 2 * H + j, st.n);
+      L::store(res + 3 * H + j, hn);
+      L::store(o_row + j, st.h);
+      L::store(state + j, st.h);
+    });
+  }
+};
+
+template <typename T>
+struct GruBackward {
+  int64_t T_, B, H;
+  StepOrder order;
+  const int64_t* len;
+  const T* grad_out;  // [T, B, H]
+  const T* reserve;   // [T, B, 4H]
+  const T* h_prev;    // [T, B, H]
+  const T* w_hh;      // [3H, H]
+  T* dh;              // [B, H] gradient of the running h
+  T* dgates;          // [T, B, 4H] (r, z, hn, xn), see the top of the file
+
+  void run() const {
+    for (int64_t s = T_ - 1; s >= 0; --s) {
+      const int64_t t = order.step(s);
+      parallel_rows(B, H, [&](int64_t b, int64_t j0, int64_t j1) { gates(t, b, j0, j1); });
+      gemm(B, H, 3 * H, dgates + t * B * 4 * H, 4 * H, w_hh, H, /*transpose_b=*/false, dh, H,
+           /*accumulate=*/true);
+    }
+  }
+
+  void gates(int64_t t, int64_t b, int64_t j0, int64_t j1) const {
+    const int64_t row = t * B + b;
+    T* dg = dgates + row * 4 * H;
+    if (t >= len[b]) {
+      for (int64_t k = 0; k < 4; ++k) fill_zero(dg + k * H + j0, j1 - j0);
+      return;
+    }
+    const T* res = reserve + row * 4 * H;
+    const T* g_row = grad_out + row * H;
+    const T* hp_row = h_prev + row * H;
+    T* dh_row = dh + b * H;
+    for_each_lane<T>(j0, j1, [&](auto lane, int64_t j) {
+      using L = decltype(lane);
+      using V = typename L::V;
+      const V dh_j = L::load(dh_row + j) + L::load(g_row + j);
+      const auto d = cells::gru_backward<V, typename L::M>(
+          dh_j, L::load(res + j), L::load(res + H + j), L::load(res + 2 * H + j),
+          L::load(res + 3 * H + j), L::load(hp_row + j));
+      L::store(dg + j, d.pre_r);
+      L::store(dg + H + j, d.pre_z);
+      L::store(dg + 2 * H + j, d.hn);
+      L::store(dg + 3 * H + j, d.xn);
+      L::store(dh_row + j, d.h_prev);  // the GEMM adds dgates · W_hh
+    });
+  }
+};
+
+}  // namespace
+
+std::tuple<Tensor, Tensor, Tensor> gru_layer(
+    const Tensor& input, const OptTensor& lengths, const Tensor& h0, const Tensor& w_ih,
+    const Tensor& w_hh, const OptTensor& b_ih, const OptTensor& b_hh, bool reverse) {
+  const LayerSizes sz =
+      check_layer_forward(Cell::GRU, input, lengths, h0, nullptr, w_ih, w_hh, b_ih, b_hh, {});
+  const int64_t T = sz.T, B = sz.B, H = sz.H;
+  const auto dtype = input.scalar_type();
+  const auto ct = compute_dtype(dtype);
+  const auto opts = input.options().dtype(ct);
+  const std::vector<int64_t> len = sequence_lengths(lengths, B, T);
+
+  const Tensor x = prepare(input, ct);
+  const Tensor wih = prepare(w_ih, ct), whh = prepare(w_hh, ct);
+  Tensor bias_x, bhh;
+  if (sz.has_bias) {
+    bhh = prepare(*b_hh, ct);
+    bias_x = b_ih->to(ct, false, /*copy=*/true).contiguous();
+    bias_x.narrow(0, 0, 2 * H).add_(bhh.narrow(0, 0, 2 * H));
+  }
+  const Tensor gx = input_projection(x, wih, bias_x);
+
+  Tensor h = h0.to(ct, /*non_blocking=*/false, /*copy=*/true).contiguous();
+  Tensor output = at::empty({T, B, H}, opts);
+  Tensor reserve = at::empty({T, B, 4 * H}, opts);
+  Tensor gh = at::empty({B, 3 * H}, opts);
+
+  AT_DISPATCH_FLOATING_TYPES(ct, "rnnkit::gru_layer", [&] {
+    using T_ = scalar_t;
+    GruForward<T_>{T, B, H, StepOrder{T, reverse}, len.data(), gx.const_data_ptr<T_>(),
+                   whh.const_data_ptr<T_>(),
+                   sz.has_bias ? bhh.const_data_ptr<T_>() + 2 * H : nullptr,
+                   h.mutable_data_ptr<T_>(), output.mutable_data_ptr<T_>(),
+                   reserve.mutable_data_ptr<T_>(), gh.mutable_data_ptr<T_>()}
+        .run();
+  });
+  return {output.to(dtype), h.to(dtype), reserve.to(dtype)};
+}
+
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_layer_backward(
+    const Tensor& grad_output, const Tensor& grad_h_n, const Tensor& input,
+    const OptTensor& lengths, const Tensor& h0, const Tensor& w_ih, const Tensor& w_hh,
+    const OptTensor& b_ih, const OptTensor& b_hh, bool reverse, const Tensor& output,
+    const Tensor& reserve) {
+  const LayerSizes sz =
+      check_layer_forward(Cell::GRU, input, lengths, h0, nullptr, w_ih, w_hh, b_ih, b_hh, {});
+  check_layer_backward(Cell::GRU, sz, input, grad_output, grad_h_n, nullptr, output, reserve);
+  const int64_t T = sz.T, B = sz.B, I = sz.I, H = sz.H;
+  const auto dtype = input.scalar_type();
+  const auto ct = compute_dtype(dtype);
+  const auto opts = input.options().dtype(ct);
+  const std::vector<int64_t> len = sequence_lengths(lengths, B, T);
+
+  const Tensor gout = prepare(grad_output, ct), res = prepare(reserve, ct);
+  const Tensor x = prepare(input, ct), out = prepare(output, ct), h0c = prepare(h0, ct);
+  const Tensor wih = prepare(w_ih, ct), whh = prepare(w_hh, ct);
+  const Tensor h_prev = previous_hidden(out, h0c, len, reverse);
+
+  Tensor dh = grad_h_n.to(ct, false, true).contiguous();
+  Tensor dgates = at::empty({T, B, 4 * H}, opts);
+
+  AT_DISPATCH_FLOATING_TYPES(ct, "rnnkit::gru_layer_backward", [&] {
+    using T_ = scalar_t;
+    GruBackward<T_>{T, B, H, StepOrder{T, reverse}, len.data(), gout.const_data_ptr<T_>(),
+                    res.const_data_ptr<T_>(), h_prev.const_data_ptr<T_>(),
+                    whh.const_data_ptr<T_>(), dh.mutable_data_ptr<T_>(),
+                    dgates.mutable_data_ptr<T_>()}
+        .run();
+  });
+
+  const Tensor dg = dgates.view({T * B, 4 * H});
+  const Tensor dg_h = dg.narrow(1, 0, 3 * H);   // of h · W_hhᵀ + b_hh
+  const Tensor dg_rz = dg.narrow(1, 0, 2 * H);  // of the r, z columns of x · W_ihᵀ + b_ih
+  const Tensor dg_xn = dg.narrow(1, 3 * H, H);  // of the n columns of x · W_ihᵀ + b_ih
+  const Tensor x2d = x.view({T * B, I});
+  const Tensor dx = dg_rz.mm(wih.narrow(0, 0, 2 * H))
+                        .addmm_(dg_xn, wih.narrow(0, 2 * H, H))
+                        .view({T, B, I});
+  const Tensor dw_ih = at::cat({dg_rz.t().mm(x2d), dg_xn.t().mm(x2d)}, 0);
+  const Tensor dw_hh = dg_h.t().mm(h_prev.view({T * B, H}));
+  Tensor db_ih = input.new_empty({0}), db_hh = input.new_empty({0});
+  if (sz.has_bias) {
+    db_hh = dg_h.sum(0).to(dtype);
+    db_ih = at::cat({dg_rz.sum(0), dg_xn.sum(0)}, 0).to(dtype);
+  }
+  return {dx.to(dtype), dh.to(dtype), dw_ih.to(dtype), dw_hh.to(dtype), db_ih, db_hh};
+}
+
+}  // namespace cpu
+}  // namespace rnnkit

@@ -1,0 +1,48 @@
+#pragma once
+// The CPU kernels of the layer ops, one forward and one backward per cell kind,
+// with the signatures of their schemas in csrc/rnnkit.cpp.
+
+#include <ATen/core/Tensor.h>
+
+#include <optional>
+#include <tuple>
+
+namespace rnnkit {
+namespace cpu {
+
+using at::Tensor;
+using OptTensor = std::optional<at::Tensor>;
+
+std::tuple<Tensor, Tensor, Tensor> rnn_layer(
+    const Tensor& input, const OptTensor& lengths, const Tensor& h0, const Tensor& w_ih,
+    const Tensor& w_hh, const OptTensor& b_ih, const OptTensor& b_hh, bool reverse, bool relu);
+
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> rnn_layer_backward(
+    const Tensor& grad_output, const Tensor& grad_h_n, const Tensor& input,
+    const OptTensor& lengths, const Tensor& h0, const Tensor& w_ih, const Tensor& w_hh,
+    const OptTensor& b_ih, const OptTensor& b_hh, bool reverse, bool relu, const Tensor& output,
+    const Tensor& reserve);
+
+std::tuple<Tensor, Tensor, Tensor> gru_layer(
+    const Tensor& input, const OptTensor& lengths, const Tensor& h0, const Tensor& w_ih,
+    const Tensor& w_hh, const OptTensor& b_ih, const OptTensor& b_hh, bool reverse);
+
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_layer_backward(
+    const Tensor& grad_output, const Tensor& grad_h_n, const Tensor& input,
+    const OptTensor& lengths, const Tensor& h0, const Tensor& w_ih, const Tensor& w_hh,
+    const OptTensor& b_ih, const OptTensor& b_hh, bool reverse, const Tensor& output,
+    const Tensor& reserve);
+
+std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_layer(
+    const Tensor& input, const OptTensor& lengths, const Tensor& h0, const Tensor& c0,
+    const Tensor& w_ih, const Tensor& w_hh, const OptTensor& b_ih, const OptTensor& b_hh,
+    const OptTensor& w_hr, bool reverse);
+
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_backward(
+    const Tensor& grad_output, const Tensor& grad_h_n, const Tensor& grad_c_n, const Tensor& input,
+    const OptTensor& lengths, const Tensor& h0, const Tensor& c0, const Tensor& w_ih,
+    const Tensor& w_hh, const OptTensor& b_ih, const OptTensor& b_hh, const OptTensor& w_hr,
+    bool reverse, const Tensor& output, const Tensor& reserve);
+
+}  // namespace cpu
+}  // namespace rnnkit

@@ -1,0 +1,293 @@
+// The LSTM layer on the CPU, forward and backward (contract: layer_contract.h).
+//
+// Forward: gx = x · W_ihᵀ + b_ih + b_hh for all steps (one GEMM); then per step
+// one GEMM h · W_hhᵀ and one fused pass over the gates (cells::lstm_forward),
+// which also writes the reserve and applies the lengths mask; with a projection,
+// one more GEMM h = h_full · W_hrᵀ.
+// Backward: per step one fused pass (cells::lstm_backward) writing the gate
+// gradients of that step, and one GEMM dh += dgates · W_hh; the weight gradients
+// are whole-sequence GEMMs after the loop.
+
+#include <ATen/Dispatch.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/zeros.h>
+
+#include "cpu_common.h"
+#include "layer_ops_cpu.h"
+#include "rnnkit/layer_checks.h"
+#include "vec_math.h"
+
+namespace rnnkit {
+namespace cpu {
+namespace {
+
+template <typename T>
+struct LstmForward {
+  int64_t T_, B, I, H, P;
+  bool proj;
+  StepOrder order;
+  const int64_t* len;
+  const T* gx;    // [T, B, 4H] input projection with both biases
+  const T* w_hh;  // [4H, P]
+  const T* w_hr;  // [P, H] or null
+  T* h;           // [B, P] running state (h0 in, h_n out)
+  T* c;           // [B, H] running state (c0 in, c_n out)
+  T* out;         // [T, B, P]
+  T* reserve;     // [T, B, 5H]
+  T* gh;          // [B, 4H] workspace: h · W_hhᵀ
+  T* h_full;      // [B, H] workspace (projection only): o * tanh(c)
+  T* h_proj;      // [B, P] workspace (projection only): h_full · W_hrᵀ
+
+  void run() const {
+    const int64_t G = 4 * H;
+    for (int64_t s = 0; s < T_; ++s) {
+      const int64_t t = order.step(s);
+      gemm(B, G, P, h, P, w_hh, P, /*transpose_b=*/true, gh, G, /*accumulate=*/false);
+      parallel_rows(B, H, [&](int64_t b, int64_t j0, int64_t j1) { gates(t, b, j0, j1); });
+      if (proj) {
+        gemm(B, P, H, h_full, H, w_hr, H, /*transpose_b=*/true, h_proj, P, false);
+        parallel_rows(B, P, [&](int64_t b, int64_t j0, int64_t j1) {
+          T* o = out + (t * B + b) * P;
+          if (t < len[b]) {
+            std::copy(h_proj + b * P + j0, h_proj + b * P + j1, o + j0);
+            std::copy(h_proj + b * P + j0, h_proj + b * P + j1, h + b * P + j0);
+          } else {
+            fill_zero(o + j0, j1 - j0);
+          }
+        });
+      }
+    }
+  }
+
+  // The fused pointwise pass of step t over hidden units [j0, j1) of sequence b.
+  void gates(int64_t t, int64_t b, int64_t j0, int64_t j1) const {
+    T* res = reserve + (t * B + b) * 5 * H;
+    T* o_row = out + (t * B + b) * P;
+    if (t >= len[b]) {  // padded: state kept, zeros out
+      for (int64_t k = 0; k < 5; ++k) fill_zero(res + k * H + j0, j1 - j0);
+      if (!proj) fill_zero(o_row + j0, j1 - j0);
+      return;
+    }
+    const T* x_row = gx + (t * B + b) * 4 * H;
+    const T* h_row = gh + b * 4 * H;
+    T* c_row = c + b * H;
+    T* h_dst = proj ? h_full + b * H : h + b * P;
+    const bool write_out = !proj;
+    for_each_lane<T>(j0, j1, [&](auto lane, int64_t j) {
+      using L = decltype(lane);
+      using V = typename L::V;
+      auto pre = [&](int64_t k) { return L::load(x_row + k * H + j) + L::load(h_row + k * H + j); };
+      const auto st = cells::lstm_forward<V, typename L::M>(pre(0), pre(1), pre(2), pre(3),
+                                                            L::load(c_row + j));
+      L::store(res + j, st.i);
+      L::store(res + H + j, st.f);
+      L::store(res + 2 * H + j, st.g);
+      L::store(res + 3 * H + j, st.o);
+      L::store(res + 4 * H + j, st.c);
+      L::store(c_row + j, st.c);
+      L::store(h_dst + j, st.h);
+      if (write_out) L::store(o_row + j, st.h);
+    });
+  }
+};
+
+template <typename T>
+struct LstmBackward {
+  int64_t T_, B, I, H, P;
+  bool proj;
+  StepOrder order;
+  const int64_t* len;
+  const T* grad_out;  // [T, B, P]
+  const T* reserve;   // [T, B, 5H]
+  const T* c0;        // [B, H]
+  const T* w_hh;      // [4H, P]
+  const T* w_hr;      // [P, H] or null
+  T* dh;              // [B, P] gradient of the running h (grad_h_n in, grad_h0 out)
+  T* dc;              // [B, H] gradient of the running c (grad_c_n in, grad_c0 out)
+  T* dgates;          // [T, B, 4H] gradients of the pre-activations
+  T* dy;              // [T, B, P] (projection only) gradient of each step's projected h
+  T* dh_full;         // [B, H] workspace (projection only): dy_t · W_hr
+
+  void run() const {
+    const int64_t G = 4 * H;
+    for (int64_t s = T_ - 1; s >= 0; --s) {
+      const int64_t t = order.step(s);
+      if (proj) {
+        parallel_rows(B, P, [&](int64_t b, int64_t j0, int64_t j1) {
+          T* d = dy + (t * B + b) * P;
+          if (t < len[b]) {
+            const T* g = grad_out + (t * B + b) * P;
+            for (int64_t j = j0; j < j1; ++j) {
+              d[j] = dh[b * P + j] + g[j];
+              dh[b * P + j] = T(0);
+            }
+          } else {
+            fill_zero(d + j0, j1 - j0);
+          }
+        });
+        gemm(B, H, P, dy + t * B * P, P, w_hr, H, /*transpose_b=*/false, dh_full, H, false);
+      }
+      parallel_rows(B, H, [&](int64_t b, int64_t j0, int64_t j1) { gates(t, b, j0, j1); });
+      gemm(B, P, G, dgates + t * B * G, G, w_hh, P, /*transpose_b=*/false, dh, P,
+           /*accumulate=*/true);
+    }
+  }
+
+  void gates(int64_t t, int64_t b, int64_t j0, int64_t j1) const {
+    T* dg = dgates + (t * B + b) * 4 * H;
+    const int64_t length = len[b];
+    if (t >= length) {  // padded: no gradient; dh and dc pass through unchanged
+      for (int64_t k = 0; k < 4; ++k) fill_zero(dg + k * H + j0, j1 - j0);
+      return;
+    }
+    const T* res = reserve + (t * B + b) * 5 * H;
+    const T* c_prev = order.first(t, length)
+                          ? c0 + b * H
+                          : reserve + (order.previous(t) * B + b) * 5 * H + 4 * H;
+    const T* g_row = grad_out + (t * B + b) * P;
+    T* dh_row = dh + b * P;
+    T* dc_row = dc + b * H;
+    const T* dhf_row = proj ? dh_full + b * H : nullptr;
+    for_each_lane<T>(j0, j1, [&](auto lane, int64_t j) {
+      using L = decltype(lane);
+      using V = typename L::V;
+      V dh_j;
+      if (dhf_row) {
+        dh_j = L::load(dhf_row + j);
+      } else {
+        dh_j = L::load(dh_row + j) + L::load(g_row + j);
+        L::store(dh_row + j, V(0));  // refilled by the GEMM with dgates · W_hh
+      }
+      const auto d = cells::lstm_backward<V, typename L::M>(
+          dh_j, L::load(dc_row + j), L::load(res + j), L::load(res + H + j),
+          L::load(res + 2 * H + j), L::load(res + 3 * H + j), L::load(res + 4 * H + j),
+          L::load(c_prev + j));
+      L::store(dg + j, d.pre_i);
+      L::store(dg + H + j, d.pre_f);
+      L::store(dg + 2 * H + j, d.pre_g);
+      L::store(dg + 3 * H + j, d.pre_o);
+      L::store(dc_row + j, d.c_prev);
+    });
+  }
+};
+
+// o * tanh(c) of every step from the reserve, [T, B, H]: the input of the
+// projection, which dW_hr needs. Zeros at padded steps (their reserve is zero).
+template <typename T>
+void recompute_h_full(int64_t rows, int64_t H, const T* reserve, T* h_full) {
+  parallel_rows(rows, H, [&](int64_t r, int64_t j0, int64_t j1) {
+    const T* res = reserve + r * 5 * H;
+    T* dst = h_full + r * H;
+    for_each_lane<T>(j0, j1, [&](auto lane, int64_t j) {
+      using L = decltype(lane);
+      L::store(dst + j, L::load(res + 3 * H + j) * L::M::tanh(L::load(res + 4 * H + j)));
+    });
+  });
+}
+
+}  // namespace
+
+std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_layer(
+    const Tensor& input, const OptTensor& lengths, const Tensor& h0, const Tensor& c0,
+    const Tensor& w_ih, const Tensor& w_hh, const OptTensor& b_ih, const OptTensor& b_hh,
+    const OptTensor& w_hr, bool reverse) {
+  const LayerSizes sz =
+      check_layer_forward(Cell::LSTM, input, lengths, h0, &c0, w_ih, w_hh, b_ih, b_hh, w_hr);
+  const int64_t T = sz.T, B = sz.B, H = sz.H, P = sz.P;
+  const auto dtype = input.scalar_type();
+  const auto ct = compute_dtype(dtype);
+  const auto opts = input.options().dtype(ct);
+  const std::vector<int64_t> len = sequence_lengths(lengths, B, T);
+
+  const Tensor x = prepare(input, ct);
+  const Tensor wih = prepare(w_ih, ct), whh = prepare(w_hh, ct), whr = prepare(w_hr, ct);
+  const Tensor bias = sz.has_bias ? prepare(*b_ih, ct).add(prepare(*b_hh, ct)) : Tensor();
+  const Tensor gx = input_projection(x, wih, bias);
+
+  Tensor h = h0.to(ct, /*non_blocking=*/false, /*copy=*/true).contiguous();
+  Tensor c = c0.to(ct, false, true).contiguous();
+  Tensor output = at::empty({T, B, P}, opts);
+  Tensor reserve = at::empty({T, B, 5 * H}, opts);
+  // The step loop's whole workspace, allocated once.
+  Tensor gh = at::empty({B, 4 * H}, opts);
+  Tensor h_full = sz.has_proj ? at::zeros({B, H}, opts) : Tensor();
+  Tensor h_proj = sz.has_proj ? at::empty({B, P}, opts) : Tensor();
+
+  AT_DISPATCH_FLOATING_TYPES(ct, "rnnkit::lstm_layer", [&] {
+    using T_ = scalar_t;
+    LstmForward<T_>{T, B, sz.I, H, P, sz.has_proj, StepOrder{T, reverse}, len.data(),
+                    gx.const_data_ptr<T_>(), whh.const_data_ptr<T_>(),
+                    sz.has_proj ? whr.const_data_ptr<T_>() : nullptr, h.mutable_data_ptr<T_>(),
+                    c.mutable_data_ptr<T_>(), output.mutable_data_ptr<T_>(),
+                    reserve.mutable_data_ptr<T_>(), gh.mutable_data_ptr<T_>(),
+                    sz.has_proj ? h_full.mutable_data_ptr<T_>() : nullptr,
+                    sz.has_proj ? h_proj.mutable_data_ptr<T_>() : nullptr}
+        .run();
+  });
+  return {output.to(dtype), h.to(dtype), c.to(dtype), reserve.to(dtype)};
+}
+
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_backward(
+    const Tensor& grad_output, const Tensor& grad_h_n, const Tensor& grad_c_n, const Tensor& input,
+    const OptTensor& lengths, const Tensor& h0, const Tensor& c0, const Tensor& w_ih,
+    const Tensor& w_hh, const OptTensor& b_ih, const OptTensor& b_hh, const OptTensor& w_hr,
+    bool reverse, const Tensor& output, const Tensor& reserve) {
+  const LayerSizes sz =
+      check_layer_forward(Cell::LSTM, input, lengths, h0, &c0, w_ih, w_hh, b_ih, b_hh, w_hr);
+  check_layer_backward(Cell::LSTM, sz, input, grad_output, grad_h_n, &grad_c_n, output, reserve);
+  const int64_t T = sz.T, B = sz.B, I = sz.I, H = sz.H, P = sz.P;
+  const auto dtype = input.scalar_type();
+  const auto ct = compute_dtype(dtype);
+  const auto opts = input.options().dtype(ct);
+  const std::vector<int64_t> len = sequence_lengths(lengths, B, T);
+
+  const Tensor gout = prepare(grad_output, ct), res = prepare(reserve, ct);
+  const Tensor x = prepare(input, ct), out = prepare(output, ct);
+  const Tensor h0c = prepare(h0, ct), c0c = prepare(c0, ct);
+  const Tensor wih = prepare(w_ih, ct), whh = prepare(w_hh, ct), whr = prepare(w_hr, ct);
+
+  Tensor dh = grad_h_n.to(ct, false, true).contiguous();
+  Tensor dc = grad_c_n.to(ct, false, true).contiguous();
+  Tensor dgates = at::empty({T, B, 4 * H}, opts);
+  Tensor dy = sz.has_proj ? at::empty({T, B, P}, opts) : Tensor();
+  Tensor dh_full = sz.has_proj ? at::empty({B, H}, opts) : Tensor();
+
+  AT_DISPATCH_FLOATING_TYPES(ct, "rnnkit::lstm_layer_backward", [&] {
+    using T_ = scalar_t;
+    LstmBackward<T_>{T, B, I, H, P, sz.has_proj, StepOrder{T, reverse}, len.data(),
+                     gout.const_data_ptr<T_>(), res.const_data_ptr<T_>(),
+                     c0c.const_data_ptr<T_>(), whh.const_data_ptr<T_>(),
+                     sz.has_proj ? whr.const_data_ptr<T_>() : nullptr, dh.mutable_data_ptr<T_>(),
+                     dc.mutable_data_ptr<T_>(), dgates.mutable_data_ptr<T_>(),
+                     sz.has_proj ? dy.mutable_data_ptr<T_>() : nullptr,
+                     sz.has_proj ? dh_full.mutable_data_ptr<T_>() : nullptr}
+        .run();
+  });
+
+  // Whole-sequence weight gradients: GEMMs over all T*B rows at once.
+  const Tensor dg = dgates.view({T * B, 4 * H});
+  const Tensor h_prev = previous_hidden(out, h0c, len, reverse).view({T * B, P});
+  const Tensor dx = dg.mm(wih).view({T, B, I});
+  const Tensor dw_ih = dg.t().mm(x.view({T * B, I}));
+  const Tensor dw_hh = dg.t().mm(h_prev);
+  Tensor db_ih = input.new_empty({0}), db_hh = input.new_empty({0});
+  if (sz.has_bias) {
+    const Tensor db = dg.sum(0);
+    db_ih = db.to(dtype, false, /*copy=*/true);
+    db_hh = db.to(dtype, false, /*copy=*/true);
+  }
+  Tensor dw_hr = input.new_empty({0});
+  if (sz.has_proj) {
+    Tensor h_full = at::empty({T, B, H}, opts);
+    AT_DISPATCH_FLOATING_TYPES(ct, "rnnkit::lstm_layer_backward", [&] {
+      recompute_h_full<scalar_t>(T * B, H, res.const_data_ptr<scalar_t>(),
+                                 h_full.mutable_data_ptr<scalar_t>());
+    });
+    dw_hr = dy.view({T * B, P}).t().mm(h_full.view({T * B, H})).to(dtype);
+  }
+  return {dx.to(dtype),    dh.to(dtype),    dc.to(dtype), dw_ih.to(dtype),
+          dw_hh.to(dtype), db_ih,           db_hh,        dw_hr};
+}
+
+}  // namespace cpu
+}  // namespace rnnkit

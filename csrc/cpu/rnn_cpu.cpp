@@ -1,0 +1,170 @@
+// The Elman RNN layer (tanh or relu) on the CPU, forward and backward
+// (contract: layer_contract.h). It keeps no reserve: the output is h itself,
+// which is all the backward needs.
+
+#include <ATen/Dispatch.h>
+#include <ATen/ops/empty.h>
+
+#include "cpu_common.h"
+#include "layer_ops_cpu.h"
+#include "rnnkit/layer_checks.h"
+#include "vec_math.h"
+
+namespace rnnkit {
+namespace cpu {
+namespace {
+
+template <typename T>
+struct RnnForward {
+  int64_t T_, B, H;
+  bool relu;
+  StepOrder order;
+  const int64_t* len;
+  const T* gx;    // [T, B, H] input projection with both biases
+  const T* w_hh;  // [H, H]
+  T* h;           // [B, H] running state
+  T* out;         // [T, B, H]
+  T* gh;          // [B, H] workspace: h · W_hhᵀ
+
+  void run() const {
+    for (int64_t s = 0; s < T_; ++s) {
+      const int64_t t = order.step(s);
+      gemm(B, H, H, h, H, w_hh, H, /*transpose_b=*/true, gh, H, /*accumulate=*/false);
+      parallel_rows(B, H, [&](int64_t b, int64_t j0, int64_t j1) {
+        T* o = out + (t * B + b) * H;
+        if (t >= len[b]) {
+          fill_zero(o + j0, j1 - j0);
+          return;
+        }
+        const T* x_row = gx + (t * B + b) * H;
+        const T* h_row = gh + b * H;
+        T* state = h + b * H;
+        for_each_lane<T>(j0, j1, [&](auto lane, int64_t j) {
+          using L = decltype(lane);
+          const auto v = cells::rnn_forward<typename L::V, typename L::M>(
+              L::load(x_row + j) + L::load(h_row + j), relu);
+          L::store(o + j, v);
+          L::store(state + j, v);
+        });
+      });
+    }
+  }
+};
+
+template <typename T>
+struct RnnBackward {
+  int64_t T_, B, H;
+  bool relu;
+  StepOrder order;
+  const int64_t* len;
+  const T* grad_out;  // [T, B, H]
+  const T* out;       // [T, B, H]
+  const T* w_hh;      // [H, H]
+  T* dh;              // [B, H] gradient of the running h
+  T* dpre;            // [T, B, H] gradients of the pre-activations
+
+  void run() const {
+    for (int64_t s = T_ - 1; s >= 0; --s) {
+      const int64_t t = order.step(s);
+      parallel_rows(B, H, [&](int64_t b, int64_t j0, int64_t j1) {
+        T* d = dpre + (t * B + b) * H;
+        if (t >= len[b]) {
+          fill_zero(d + j0, j1 - j0);
+          return;
+        }
+        const T* g_row = grad_out + (t * B + b) * H;
+        const T* y_row = out + (t * B + b) * H;
+        T* dh_row = dh + b * H;
+        for_each_lane<T>(j0, j1, [&](auto lane, int64_t j) {
+          using L = decltype(lane);
+          using V = typename L::V;
+          const V dh_j = L::load(dh_row + j) + L::load(g_row + j);
+          L::store(d + j, cells::rnn_backward<V, typename L::M>(dh_j, L::load(y_row + j), relu));
+          L::store(dh_row + j, V(0));  // refilled by the GEMM with dpre · W_hh
+        });
+      });
+      gemm(B, H, H, dpre + t * B * H, H, w_hh, H, /*transpose_b=*/false, dh, H,
+           /*accumulate=*/true);
+    }
+  }
+};
+
+}  // namespace
+
+std::tuple<Tensor, Tensor, Tensor> rnn_layer(
+    const Tensor& input, const OptTensor& lengths, const Tensor& h0, const Tensor& w_ih,
+    const Tensor& w_hh, const OptTensor& b_ih, const OptTensor& b_hh, bool reverse, bool relu) {
+  const Cell cell = relu ? Cell::RNN_RELU : Cell::RNN_TANH;
+  const LayerSizes sz =
+      check_layer_forward(cell, input, lengths, h0, nullptr, w_ih, w_hh, b_ih, b_hh, {});
+  const int64_t T = sz.T, B = sz.B, H = sz.H;
+  const auto dtype = input.scalar_type();
+  const auto ct = compute_dtype(dtype);
+  const auto opts = input.options().dtype(ct);
+  const std::vector<int64_t> len = sequence_lengths(lengths, B, T);
+
+  const Tensor x = prepare(input, ct);
+  const Tensor wih = prepare(w_ih, ct), whh = prepare(w_hh, ct);
+  const Tensor bias = sz.has_bias ? prepare(*b_ih, ct).add(prepare(*b_hh, ct)) : Tensor();
+  const Tensor gx = input_projection(x, wih, bias);
+
+  Tensor h = h0.to(ct, /*non_blocking=*/false, /*copy=*/true).contiguous();
+  Tensor output = at::empty({T, B, H}, opts);
+  Tensor gh = at::empty({B, H}, opts);
+
+  AT_DISPATCH_FLOATING_TYPES(ct, "rnnkit::rnn_layer", [&] {
+    using T_ = scalar_t;
+    RnnForward<T_>{T, B, H, relu, StepOrder{T, reverse}, len.data(), gx.const_data_ptr<T_>(),
+                   whh.const_data_ptr<T_>(), h.mutable_data_ptr<T_>(),
+                   output.mutable_data_ptr<T_>(), gh.mutable_data_ptr<T_>()}
+        .run();
+  });
+  return {output.to(dtype), h.to(dtype), input.new_empty({0})};
+}
+
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> rnn_layer_backward(
+    const Tensor& grad_output, const Tensor& grad_h_n, const Tensor& input,
+    const OptTensor& lengths, const Tensor& h0, const Tensor& w_ih, const Tensor& w_hh,
+    const OptTensor& b_ih, const OptTensor& b_hh, bool reverse, bool relu, const Tensor& output,
+    const Tensor& reserve) {
+  const Cell cell = relu ? Cell::RNN_RELU : Cell::RNN_TANH;
+  const LayerSizes sz =
+      check_layer_forward(cell, input, lengths, h0, nullptr, w_ih, w_hh, b_ih, b_hh, {});
+  check_layer_backward(cell, sz, input, grad_output, grad_h_n, nullptr, output, reserve);
+  const int64_t T = sz.T, B = sz.B, I = sz.I, H = sz.H;
+  const auto dtype = input.scalar_type();
+  const auto ct = compute_dtype(dtype);
+  const auto opts = input.options().dtype(ct);
+  const std::vector<int64_t> len = sequence_lengths(lengths, B, T);
+
+  const Tensor gout = prepare(grad_output, ct), out = prepare(output, ct);
+  const Tensor x = prepare(input, ct), h0c = prepare(h0, ct);
+  const Tensor wih = prepare(w_ih, ct), whh = prepare(w_hh, ct);
+
+  Tensor dh = grad_h_n.to(ct, false, true).contiguous();
+  Tensor dpre = at::empty({T, B, H}, opts);
+
+  AT_DISPATCH_FLOATING_TYPES(ct, "rnnkit::rnn_layer_backward", [&] {
+    using T_ = scalar_t;
+    RnnBackward<T_>{T, B, H, relu, StepOrder{T, reverse}, len.data(), gout.const_data_ptr<T_>(),
+                    out.const_data_ptr<T_>(), whh.const_data_ptr<T_>(),
+                    dh.mutable_data_ptr<T_>(), dpre.mutable_data_ptr<T_>()}
+        .run();
+  });
+
+  const Tensor dg = dpre.view({T * B, H});
+  const Tensor h_prev = previous_hidden(out, h0c, len, reverse).view({T * B, H});
+  const Tensor dx = dg.mm(wih).view({T, B, I});
+  const Tensor dw_ih = dg.t().mm(x.view({T * B, I}));
+  const Tensor dw_hh = dg.t().mm(h_prev);
+  Tensor db_ih = input.new_empty({0}), db_hh = input.new_empty({0});
+  if (sz.has_bias) {
+    const Tensor db = dg.sum(0);
+    db_ih = db.to(dtype, false, /*copy=*/true);
+    db_hh = db.to(dtype, false, /*copy=*/true);
+  }
+  return {dx.to(dtype), dh.to(dtype), dw_ih.to(dtype), dw_hh.to(dtype), db_ih, db_hh};
+}
+
+}  // namespace cpu
+}  // namespace rnnkit

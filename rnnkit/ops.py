@@ -42,7 +42,7 @@ def kernel_policy(device_type: str) -> str:
     return "compiled"
 
 
-_warned: set[tuple[str, str]] = set()
+_warned: set[tuple[str, str]] = set()  # (device_type, reason)
 _recorder: list | None = None
 
 
@@ -77,8 +77,10 @@ def _use_compiled(op: str, device_type: str) -> bool:
         _recorder.append((op, device_type, "reference" if reason else "compiled"))
     if reason is None:
         return True
-    if (op, device_type) not in _warned and reason and "RNNKIT_KERNELS" not in reason:
-        _warned.add((op, device_type))
+    # One warning per device and reason (a missing extension warns once, not per op);
+    # none when the user asked for the reference.
+    if (device_type, reason) not in _warned and "RNNKIT_KERNELS" not in reason:
+        _warned.add((device_type, reason))
         warnings.warn(f"rnnkit: running {op} on {device_type} with the PyTorch reference "
                       f"implementation (slow): {reason}", stacklevel=3)
     return False
@@ -181,91 +183,49 @@ def _register_fakes():
 # themselves differentiable.
 
 
-def _zeros_if_none(grad, like):
-    return torch.zeros_like(like) if grad is None else grad
-
-
-def _none_if_absent(grads, inputs):
-    return tuple(None if x is None else g for g, x in zip(grads, inputs))
-
-
-def _double_backward_grads(ref_forward, state_inputs, forward_args, n_outputs, grads):
-    """Gradients of the reference forward, keeping the graph for a further backward."""
-    outputs = ref_forward(*forward_args)[:n_outputs]
-    wanted = [x for x in state_inputs if x is not None and x.requires_grad]
-    found = iter(torch.autograd.grad(outputs, wanted, grads, create_graph=True, allow_unused=True))
-    return tuple(next(found) if (x is not None and x.requires_grad) else None
-                 for x in state_inputs)
-
-
 def _setup(ctx, inputs, output):
+    # The forward's arguments are its tensors (input, lengths, states, weights, some
+    # of them None) followed by its flags (reverse, and relu for RNN); the backward op
+    # takes the output gradients, the same arguments, then output and reserve.
+    n_tensors = next(i for i, x in enumerate(inputs) if isinstance(x, bool))
+    ctx.n_tensors = n_tensors
+    ctx.flags = tuple(inputs[n_tensors:])
     ctx.set_materialize_grads(False)
-    ctx.save_for_backward(*[x if isinstance(x, Tensor) else None for x in inputs], *output)
-    ctx.flags = tuple(x for x in inputs if isinstance(x, bool))  # reverse (and relu)
+    ctx.save_for_backward(*inputs[:n_tensors], *output)
+
+
+def _make_backward(cell: str):
+    ref_forward = getattr(reference, f"{cell}_layer")
+
+    def backward(ctx, *grads):
+        saved = ctx.saved_tensors
+        args, results = saved[:ctx.n_tensors], saved[ctx.n_tensors:]
+        # Every output but the reserve is differentiable; absent gradients are zeros.
+        grads = [torch.zeros_like(r) if g is None else g for g, r in zip(grads, results[:-1])]
+        differentiable = (args[0],) + args[2:]  # all but lengths
+        if torch.is_grad_enabled():
+            # create_graph=True: the backward kernels are not differentiable
+            # themselves, so differentiate the reference, keeping the graph.
+            outputs = ref_forward(*args, *ctx.flags)[:len(grads)]
+            wanted = [x for x in differentiable if x is not None and x.requires_grad]
+            found = iter(torch.autograd.grad(outputs, wanted, grads, create_graph=True,
+                                             allow_unused=True))
+            found_grads = [next(found) if x is not None and x.requires_grad else None
+                           for x in differentiable]
+        else:
+            backward_op = getattr(torch.ops.rnnkit, f"{cell}_layer_backward")
+            found_grads = backward_op(*grads, *args, *ctx.flags, results[0], results[-1])
+            # The gradient of an absent optional argument comes back empty.
+            found_grads = [None if x is None else g for g, x in zip(found_grads, differentiable)]
+        return (found_grads[0], None, *found_grads[1:]) + (None,) * len(ctx.flags)
+
+    return backward
 
 
 def _register_autograd():
-    lib = torch.library
-
-    def rnn_backward(ctx, grad_output, grad_h_n, _grad_reserve):
-        (input, lengths, h0, w_ih, w_hh, b_ih, b_hh, output, h_n, reserve) = ctx.saved_tensors
-        reverse, relu = ctx.flags
-        grad_output = _zeros_if_none(grad_output, output)
-        grad_h_n = _zeros_if_none(grad_h_n, h_n)
-        differentiable = (input, h0, w_ih, w_hh, b_ih, b_hh)
-        if torch.is_grad_enabled():
-            grads = _double_backward_grads(
-                reference.rnn_layer, differentiable,
-                (input, lengths, h0, w_ih, w_hh, b_ih, b_hh, reverse, relu),
-                2, (grad_output, grad_h_n))
-        else:
-            grads = _none_if_absent(torch.ops.rnnkit.rnn_layer_backward(
-                grad_output, grad_h_n, input, lengths, h0, w_ih, w_hh, b_ih, b_hh, reverse,
-                relu, output, reserve), differentiable)
-        dx, dh0, dwi, dwh, dbi, dbh = grads
-        return dx, None, dh0, dwi, dwh, dbi, dbh, None, None
-
-    def gru_backward(ctx, grad_output, grad_h_n, _grad_reserve):
-        (input, lengths, h0, w_ih, w_hh, b_ih, b_hh, output, h_n, reserve) = ctx.saved_tensors
-        (reverse,) = ctx.flags
-        grad_output = _zeros_if_none(grad_output, output)
-        grad_h_n = _zeros_if_none(grad_h_n, h_n)
-        differentiable = (input, h0, w_ih, w_hh, b_ih, b_hh)
-        if torch.is_grad_enabled():
-            grads = _double_backward_grads(
-                reference.gru_layer, differentiable,
-                (input, lengths, h0, w_ih, w_hh, b_ih, b_hh, reverse),
-                2, (grad_output, grad_h_n))
-        else:
-            grads = _none_if_absent(torch.ops.rnnkit.gru_layer_backward(
-                grad_output, grad_h_n, input, lengths, h0, w_ih, w_hh, b_ih, b_hh, reverse,
-                output, reserve), differentiable)
-        dx, dh0, dwi, dwh, dbi, dbh = grads
-        return dx, None, dh0, dwi, dwh, dbi, dbh, None
-
-    def lstm_backward(ctx, grad_output, grad_h_n, grad_c_n, _grad_reserve):
-        (input, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr,
-         output, h_n, c_n, reserve) = ctx.saved_tensors
-        (reverse,) = ctx.flags
-        grad_output = _zeros_if_none(grad_output, output)
-        grad_h_n = _zeros_if_none(grad_h_n, h_n)
-        grad_c_n = _zeros_if_none(grad_c_n, c_n)
-        differentiable = (input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr)
-        if torch.is_grad_enabled():
-            grads = _double_backward_grads(
-                reference.lstm_layer, differentiable,
-                (input, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse),
-                3, (grad_output, grad_h_n, grad_c_n))
-        else:
-            grads = _none_if_absent(torch.ops.rnnkit.lstm_layer_backward(
-                grad_output, grad_h_n, grad_c_n, input, lengths, h0, c0, w_ih, w_hh, b_ih,
-                b_hh, w_hr, reverse, output, reserve), differentiable)
-        dx, dh0, dc0, dwi, dwh, dbi, dbh, dwr = grads
-        return dx, None, dh0, dc0, dwi, dwh, dbi, dbh, dwr, None
-
-    lib.register_autograd("rnnkit::rnn_layer", rnn_backward, setup_context=_setup)
-    lib.register_autograd("rnnkit::gru_layer", gru_backward, setup_context=_setup)
-    lib.register_autograd("rnnkit::lstm_layer", lstm_backward, setup_context=_setup)
+    for cell in ("rnn", "gru", "lstm"):
+        torch.library.register_autograd(f"rnnkit::{cell}_layer", _make_backward(cell),
+                                        setup_context=_setup)
 
 
 if _extension.loaded():

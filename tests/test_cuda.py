@@ -63,9 +63,11 @@ def make_args(cell, T=7, B=5, I=6, H=8, P=5, bias=True, lengths="none", dtype=to
     def rand(*shape, scale=0.5):
         return (torch.randn(*shape, generator=g, dtype=torch.float64) * scale).to(device, dtype)
 
-    args = dict(input=rand(T, B, I, scale=1.0), h0=rand(B, P), w_ih=rand(G * H, I),
-                w_hh=rand(G * H, P), b_ih=rand(G * H) if bias else None,
-                b_hh=rand(G * H) if bias else None)
+    # Weights scaled like torch.nn's init (1/sqrt(fan_in)), so that even a relu RNN
+    # stays finite over the sequence in float16.
+    args = dict(input=rand(T, B, I, scale=1.0), h0=rand(B, P), w_ih=rand(G * H, I, scale=I**-0.5),
+                w_hh=rand(G * H, P, scale=P**-0.5), b_ih=rand(G * H, scale=0.1) if bias else None,
+                b_hh=rand(G * H, scale=0.1) if bias else None)
     if lengths == "none":
         args["lengths"] = None
     else:
@@ -78,7 +80,7 @@ def make_args(cell, T=7, B=5, I=6, H=8, P=5, bias=True, lengths="none", dtype=to
         args["lengths"] = lens.to(device)
     if cell.startswith("lstm"):
         args["c0"] = rand(B, H)
-        args["w_hr"] = rand(P, H) if cell == "lstm_proj" else None
+        args["w_hr"] = rand(P, H, scale=H**-0.5) if cell == "lstm_proj" else None
     return args
 
 
@@ -350,13 +352,23 @@ def test_module_float64_matches_torch_cpu(config, packed):
         torch.testing.assert_close(got.cpu(), want, rtol=1e-9, atol=1e-10)
 
 
-# Per-dtype tolerances against cuDNN, and "no worse than cuDNN" against float64.
-CUDNN_TOL = {
-    torch.float32: dict(rtol=1e-4, atol=1e-4),
-    torch.bfloat16: dict(rtol=5e-2, atol=5e-2),
-    torch.float16: dict(rtol=1e-2, atol=1e-2),
-}
+# Against cuDNN: float32 elementwise; in bfloat16 / float16 single elements of
+# gradients summed over many steps can differ by their own size, so there the
+# bound is on the relative error of the whole tensor (in norm). And against
+# float64: no less accurate than cuDNN, up to a per-dtype floor.
+CUDNN_TOL = {torch.float32: 1e-4, torch.bfloat16: 3e-2, torch.float16: 5e-3}
 ERROR_FLOOR = {torch.float32: 1e-5, torch.bfloat16: 3e-2, torch.float16: 4e-3}
+
+
+def assert_close_to_cudnn(got, want, dtype, name):
+    if dtype == torch.float32:
+        torch.testing.assert_close(got, want, rtol=CUDNN_TOL[dtype], atol=CUDNN_TOL[dtype],
+                                   msg=lambda m: f"{name}: {m}")
+        return
+    diff = (got.double() - want.double()).norm().item()
+    scale = want.double().norm().item()
+    assert diff <= CUDNN_TOL[dtype] * max(scale, 1e-3), \
+        f"{name}: relative error {diff / max(scale, 1e-12):.3g} against cuDNN"
 
 
 @pytest.mark.usefixtures("cuda_kernels_on")
@@ -393,7 +405,7 @@ def test_module_matches_cudnn(config, dtype, packed):
     for name, got, want, true in zip(names, [out, *states, *grads],
                                      [want_out, *want_states, *want_grads],
                                      [true_out, *true_states, *true_grads]):
-        torch.testing.assert_close(got, want, **CUDNN_TOL[dtype], msg=lambda m, n=name: f"{n}: {m}")
+        assert_close_to_cudnn(got, want, dtype, name)
         err = (got.double().cpu() - true).abs().max().item()
         cudnn_err = (want.double().cpu() - true).abs().max().item()
         assert err <= 2 * cudnn_err + ERROR_FLOOR[dtype], \

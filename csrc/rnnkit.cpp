@@ -1,6 +1,6 @@
 // The rnnkit operator library: the schemas of the layer ops, and the Python module
 // that loading `rnnkit._C` initialises. Kernels register themselves per backend
-// (csrc/cpu/register_cpu.cpp, csrc/cuda/register_cuda.cu); fake kernels and
+// (csrc/cpu/register_cpu.cpp, csrc/cuda/register_cuda.cpp); fake kernels and
 // autograd live in rnnkit/ops.py.
 //
 // One forward and one backward op per cell kind, each running one layer in one
@@ -18,7 +18,17 @@ PyObject* PyInit__C(void) {
 }
 }
 
+#ifdef RNNKIT_WITH_CUDA
+constexpr bool kBuiltWithCuda = true;
+#else
+constexpr bool kBuiltWithCuda = false;
+#endif
+
 TORCH_LIBRARY(rnnkit, m) {
+  // Whether this build compiled the CUDA kernels (setup.py defines RNNKIT_WITH_CUDA
+  // for CUDA builds): lets tests on machines without a GPU check their registration.
+  m.def("_built_with_cuda() -> bool", [] { return kBuiltWithCuda; });
+
   m.def(
       "rnn_layer(Tensor input, Tensor? lengths, Tensor h0, Tensor w_ih, Tensor w_hh, "
       "Tensor? b_ih, Tensor? b_hh, bool reverse, bool relu) "

@@ -1,0 +1,115 @@
+"""Forward time per step of the persistent kernels against cuDNN (torch.nn) and the
+hoisted-GEMM baseline, one layer, one direction, inference (no grad).
+
+    python benchmarks/persistent_compare.py            # the GPU protocol's sizes
+    python benchmarks/persistent_compare.py --quick    # one size, few repeats
+
+Timing: CUDA events around each call, the contenders interleaved in every round
+(so clock and thermal drift hit all alike), warm-up rounds first, medians reported.
+Prints a markdown table: microseconds per step and the ratio to cuDNN in the same
+dtype (< 1 is faster than cuDNN). Sizes the planner refuses are listed with the
+reason instead of a time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+
+import torch
+
+import rnnkit._C  # noqa: F401  (registers torch.ops.rnnkit.*)
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+# (cell, T, B, I, H): the small-batch inference target first, then the fastrnns
+# default of PyTorch's benchmarks.
+SIZES = [
+    ("lstm", 1024, 16, 768, 768),
+    ("lstm", 1024, 1, 768, 768),
+    ("gru", 1024, 16, 768, 768),
+    ("lstm", 100, 64, 512, 512),
+    ("gru", 100, 64, 512, 512),
+]
+
+
+def make_contenders(cell, T, B, I, H, dtype):
+    """{name: zero-argument callable} for one size."""
+    module_cls = torch.nn.LSTM if cell == "lstm" else torch.nn.GRU
+    module = module_cls(I, H).to("cuda", dtype)
+    x = torch.randn(T, B, I, device="cuda", dtype=dtype)
+    h0 = torch.randn(1, B, H, device="cuda", dtype=dtype)
+    c0 = torch.randn(1, B, H, device="cuda", dtype=dtype)
+    w_ih, w_hh = module.weight_ih_l0, module.weight_hh_l0
+    b_ih, b_hh = module.bias_ih_l0, module.bias_hh_l0
+
+    if cell == "lstm":
+        def cudnn():
+            return module(x, (h0, c0))
+
+        def persistent():
+            return torch.ops.rnnkit.lstm_layer_persistent(x, None, h0[0], c0[0], w_ih, w_hh,
+                                                          b_ih, b_hh, None, False)
+    else:
+        def cudnn():
+            return module(x, h0)
+
+        def persistent():
+            return torch.ops.rnnkit.gru_layer_persistent(x, None, h0[0], w_ih, w_hh, b_ih,
+                                                         b_hh, False)
+
+    return {"cudnn": cudnn, "persistent": persistent}
+
+
+def time_interleaved(contenders, rounds, warmup):
+    """{name: median milliseconds per call}."""
+    times = {name: [] for name in contenders}
+    with torch.inference_mode():
+        for r in range(warmup + rounds):
+            for name, fn in contenders.items():
+                start = torch.cuda.Event(enable_timing=True)
+                end = torch.cuda.Event(enable_timing=True)
+                start.record()
+                fn()
+                end.record()
+                end.synchronize()
+                if r >= warmup:
+                    times[name].append(start.elapsed_time(end))
+    return {name: statistics.median(v) for name, v in times.items()}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="one size, bf16, few rounds")
+    parser.add_argument("--rounds", type=int, default=30)
+    parser.add_argument("--warmup", type=int, default=5)
+    args = parser.parse_args()
+    sizes = SIZES[:1] if args.quick else SIZES
+    dtypes = {"bf16": DTYPES["bf16"]} if args.quick else DTYPES
+    rounds = 5 if args.quick else args.rounds
+
+    prop = torch.cuda.get_device_properties(0)
+    print(f"# {prop.name}, {prop.multi_processor_count} SMs, torch {torch.__version__}, "
+          f"CUDA {torch.version.cuda}, cuDNN {torch.backends.cudnn.version()}\n")
+    print("| cell | T | B | I=H | dtype | cuDNN µs/step | persistent µs/step | ratio | plan |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for (cell, T, B, I, H), (dname, dtype) in [(s, d) for s in sizes for d in dtypes.items()]:
+        fits, reason, geometry = torch.ops.rnnkit.persistent_plan_current_device(
+            cell, B, H, H, dtype)
+        contenders = make_contenders(cell, T, B, I, H, dtype)
+        if not fits:
+            ms = time_interleaved({"cudnn": contenders["cudnn"]}, rounds, args.warmup)
+            print(f"| {cell} | {T} | {B} | {H} | {dname} | {ms['cudnn'] * 1e3 / T:.2f} | "
+                  f"— | — | refused: {reason} |")
+            continue
+        ms = time_interleaved(contenders, rounds, args.warmup)
+        per_step = {k: v * 1e3 / T for k, v in ms.items()}
+        plan = f"{geometry['blocks']}x{geometry['threads']}, U={geometry['units_per_block']}"
+        print(f"| {cell} | {T} | {B} | {H} | {dname} | {per_step['cudnn']:.2f} | "
+              f"{per_step['persistent']:.2f} | {per_step['persistent'] / per_step['cudnn']:.2f} "
+              f"| {plan} |")
+    print("\nTimes include the hoisted input-projection GEMM of both contenders.")
+
+
+if __name__ == "__main__":
+    main()

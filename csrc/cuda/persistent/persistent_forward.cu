@@ -373,6 +373,12 @@ std::string launch_forward(Cell cell, DType dtype, const ForwardArgs& args, cons
     cudaGetLastError();
     return std::string(what) + ": " + cudaGetErrorString(e);
   };
+  // The kernel relies on these without checking them itself.
+  if (plan.threads < plan.units_per_block * args.batch || plan.threads > kMaxThreads ||
+      plan.blocks * plan.units_per_block < args.hidden || args.width != args.hidden ||
+      (args.width * dtype_size(dtype)) % 16 != 0 || plan.n_tiles * 8 < args.batch) {
+    return "the plan does not match the problem";
+  }
   const int smem = static_cast<int>(plan.smem_bytes);
   const int threads = static_cast<int>(plan.threads);
   cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);

@@ -18,6 +18,11 @@
 //   reader: thread 0 spins with ld.acquire.gpu; __syncthreads(); then all threads
 //           read h_t with loads that bypass L1 (cp.async.cg), which is not
 //           coherent across SMs.
+// Why not cooperative_groups' grid.sync(): it fuses arrive and wait, so no work
+// can overlap the barrier (its cost, one atomic per block and a poll of L2, is
+// otherwise the same as here). Why not one flag per producer block: each consumer would poll every
+// producer each step (blocks^2 polls of L2) to save only the skew between blocks.
+//
 // All blocks must be resident at once: the kernel is launched cooperatively, so
 // the driver refuses a grid that cannot be, instead of letting it deadlock.
 

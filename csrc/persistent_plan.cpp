@@ -63,7 +63,8 @@ std::string layout(const Problem& p, const DeviceLimits& d, int64_t units, Plan&
   if (out.smem_bytes > d.smem_per_block_optin) return "the W_hh slice does not fit in shared memory";
 
   // Co-residency: every SM must hold blocks_per_sm blocks at once.
-  out.blocks_per_sm = ceil_div(out.blocks, d.sm_count);
+  out.directions = p.directions;
+  out.blocks_per_sm = ceil_div(out.blocks * p.directions, d.sm_count);
   const int64_t per_sm = out.blocks_per_sm;
   if (per_sm * (out.smem_bytes + kSmemReservedPerBlock) > d.smem_per_sm) {
     return "blocks cannot be co-resident (shared memory per SM)";
@@ -102,6 +103,7 @@ Plan plan(const Problem& p, const DeviceLimits& d) {
   if (p.cell != Cell::LSTM && p.cell != Cell::GRU) return refuse("only LSTM and GRU cells");
   if (p.dtype == DType::Float64) return refuse("float64 is not supported");
   if (p.batch < 1 || p.hidden < 1 || p.width < 1) return refuse("empty problem");
+  if (p.directions != 1 && p.directions != 2) return refuse("directions must be 1 or 2");
   if (p.width != p.hidden) return refuse("LSTM projections (proj_size) are not supported");
   const int64_t vector = 16 / dtype_size(p.dtype);
   if (p.width % vector != 0) {
@@ -131,6 +133,7 @@ Plan plan(const Problem& p, const DeviceLimits& d) {
       best = candidate;
       continue;
     }
+    // Per-SM work counts both directions: their blocks share the SMs.
     const int64_t work = candidate.rows_padded * candidate.blocks_per_sm;
     const int64_t best_work = best.rows_padded * best.blocks_per_sm;
     if (work < best_work || (work == best_work && candidate.blocks < best.blocks)) {

@@ -24,10 +24,11 @@ GATES = {"lstm": 4, "gru": 3}
 RESERVED_SMEM_PER_BLOCK = 1024
 
 
-def plan(cell, batch, hidden, dtype, device, width=None, regs=128, cooperative=True):
+def plan(cell, batch, hidden, dtype, device, width=None, regs=128, cooperative=True,
+         directions=1):
     fits, reason, geometry = torch.ops.rnnkit.persistent_plan(
         cell, batch, hidden, hidden if width is None else width, dtype, **device,
-        cooperative_launch=cooperative, kernel_regs_per_thread=regs)
+        cooperative_launch=cooperative, kernel_regs_per_thread=regs, directions=directions)
     return fits, reason, dict(geometry)
 
 
@@ -41,7 +42,7 @@ def assert_sound(cell, batch, hidden, device, g, regs=128):
     assert threads >= units * batch, "one gate-math thread per (unit, batch) pair"
     assert g["smem_bytes"] <= device["smem_per_block_optin"]
     per_sm = g["blocks_per_sm"]
-    assert per_sm * device["sm_count"] >= blocks
+    assert per_sm * device["sm_count"] >= blocks * g["directions"]
     assert per_sm * (g["smem_bytes"] + RESERVED_SMEM_PER_BLOCK) <= device["smem_per_sm"]
     assert per_sm * threads <= device["max_threads_per_sm"]
     warp_regs = -(-(-(-regs // 8) * 8 * 32) // 256) * 256
@@ -120,6 +121,7 @@ def test_refusals():
     assert "float64" in plan("lstm", 8, 512, torch.float64, H100)[1]
     assert "cooperative" in plan("lstm", 8, 512, torch.bfloat16, H100, cooperative=False)[1]
     assert "only LSTM and GRU" in plan("rnn_tanh", 8, 512, torch.bfloat16, H100)[1]
+    assert "directions" in plan("lstm", 8, 512, torch.bfloat16, H100, directions=3)[1]
     with pytest.raises(RuntimeError, match="unknown cell"):
         plan("transformer", 8, 512, torch.bfloat16, H100)
 
@@ -142,15 +144,41 @@ def test_few_sms_force_several_blocks_per_sm_or_fallback():
 
 
 @pytest.mark.parametrize("device", [H100, A100], ids=["H100", "A100"])
+def test_both_directions_share_the_sms(device):
+    # Twice the blocks: the target size needs two blocks per SM, which still fit.
+    fits, reason, g = plan("lstm", 16, 768, torch.bfloat16, device, directions=2)
+    assert fits, reason
+    assert g["directions"] == 2
+    assert_sound("lstm", 16, 768, device, g)
+    one = plan("lstm", 16, 768, torch.bfloat16, device)[2]
+    assert g["blocks_per_sm"] >= one["blocks_per_sm"]
+
+
+def test_both_directions_take_bigger_blocks_or_fail():
+    # LSTM fp32 H=768: one direction 96 blocks of 8 units; two directions fit as
+    # 2 x 64 blocks of 12 units, one per SM.
+    fits, reason, g = plan("lstm", 16, 768, torch.float32, H100, directions=2)
+    assert fits, reason
+    assert g["blocks"] * 2 <= 132 and g["units_per_block"] == 12
+    # LSTM fp32 H=1024: 128 blocks of 8 units fill the SMs for one direction; two
+    # would need twice the shared memory per SM.
+    fits, reason, _ = plan("lstm", 16, 1024, torch.float32, H100)
+    assert fits, reason
+    fits, reason, _ = plan("lstm", 16, 1024, torch.float32, H100, directions=2)
+    assert not fits and ("co-resident" in reason or "shared memory" in reason)
+
+
+@pytest.mark.parametrize("device", [H100, A100], ids=["H100", "A100"])
 def test_never_plans_a_grid_that_cannot_be_resident(device):
     checked = 0
-    for cell, batch, hidden, dtype, regs in itertools.product(
+    for cell, batch, hidden, dtype, regs, directions in itertools.product(
             ["lstm", "gru"], [1, 7, 16, 33, 64], [8, 64, 200, 512, 768, 1024, 1536, 2048],
-            [torch.float32, torch.float16, torch.bfloat16], [96, 128, 168]):
-        fits, reason, g = plan(cell, batch, hidden, dtype, device, regs=regs)
+            [torch.float32, torch.float16, torch.bfloat16], [96, 128, 168], [1, 2]):
+        fits, reason, g = plan(cell, batch, hidden, dtype, device, regs=regs,
+                               directions=directions)
         if fits:
             assert_sound(cell, batch, hidden, device, g, regs=regs)
             checked += 1
         else:
             assert reason
-    assert checked > 100
+    assert checked > 200

@@ -89,7 +89,11 @@ struct CellTraits<Cell::GRU> {
 
 // MT x NT: the accumulator tile per K-warp (see max_m_tiles in persistent_plan.h).
 template <typename T, Cell kCell, int MT, int NT>
-__global__ void __launch_bounds__(kMaxThreads, 1) persistent_forward_kernel(ForwardArgs a) {
+__global__ void __launch_bounds__(kMaxThreads, 1)
+    persistent_forward_kernel(const __grid_constant__ ForwardLaunch launch) {
+  // __grid_constant__: the direction's arguments are read in place from the
+  // parameter space, not copied to local memory for the run-time index.
+  const ForwardArgs& a = launch.direction[blockIdx.y];
   constexpr int G = CellTraits<kCell>::kGates;
   constexpr int kReserve = CellTraits<kCell>::kReserve;
   constexpr int kVector = 16 / sizeof(T);  // elements per 16-byte copy
@@ -191,7 +195,7 @@ __global__ void __launch_bounds__(kMaxThreads, 1) persistent_forward_kernel(Forw
 
   __syncthreads();
 
-  const unsigned int blocks = gridDim.x;
+  const unsigned int blocks = gridDim.x;  // of this direction, sharing its counter
   for (int64_t s = 0; s < T_steps; ++s) {
     const int64_t t = a.reverse ? T_steps - 1 - s : s;
 
@@ -364,11 +368,21 @@ KernelInfo forward_kernel_info(Cell cell, DType dtype, int64_t n_tiles) {
   return {attr.numRegs, attr.maxThreadsPerBlock};
 }
 
-std::string launch_forward(Cell cell, DType dtype, const ForwardArgs& args, const Plan& plan,
+std::string launch_forward(Cell cell, DType dtype, const ForwardLaunch& launch, const Plan& plan,
                            void* stream) {
   if (!plan.fits) return "the plan does not fit: " + plan.reason;
   const void* kernel = pick_kernel(cell, dtype, plan.n_tiles);
   if (kernel == nullptr) return "no persistent kernel for this cell and dtype";
+  if (plan.directions != 1 && plan.directions != 2) return "directions must be 1 or 2";
+  const ForwardArgs& args = launch.direction[0];
+  if (plan.directions == 2) {
+    const ForwardArgs& other = launch.direction[1];
+    if (other.steps != args.steps || other.batch != args.batch ||
+        other.hidden != args.hidden || other.width != args.width ||
+        other.counter == args.counter) {
+      return "the two directions must share sizes and have their own counters";
+    }
+  }
   auto failed = [](const char* what, cudaError_t e) {
     cudaGetLastError();
     return std::string(what) + ": " + cudaGetErrorString(e);
@@ -392,14 +406,16 @@ std::string launch_forward(Cell cell, DType dtype, const ForwardArgs& args, cons
   if (e != cudaSuccess) return failed("cudaDeviceGetAttribute", e);
   e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, smem);
   if (e != cudaSuccess) return failed("cudaOccupancyMaxActiveBlocksPerMultiprocessor", e);
-  if (static_cast<int64_t>(per_sm) * sms < plan.blocks) {
-    return "the " + std::to_string(plan.blocks) + " blocks cannot be co-resident (" +
+  const int64_t grid_blocks = plan.blocks * plan.directions;
+  if (static_cast<int64_t>(per_sm) * sms < grid_blocks) {
+    return "the " + std::to_string(grid_blocks) + " blocks cannot be co-resident (" +
            std::to_string(per_sm) + " per SM on " + std::to_string(sms) + " SMs)";
   }
 
-  ForwardArgs copy = args;
+  ForwardLaunch copy = launch;
   void* params[] = {&copy};
-  e = cudaLaunchCooperativeKernel(kernel, dim3(static_cast<unsigned>(plan.blocks)),
+  const dim3 grid(static_cast<unsigned>(plan.blocks), static_cast<unsigned>(plan.directions));
+  e = cudaLaunchCooperativeKernel(kernel, grid,
                                   dim3(static_cast<unsigned>(threads)), params,
                                   static_cast<size_t>(smem), static_cast<cudaStream_t>(stream));
   if (e != cudaSuccess) return failed("cudaLaunchCooperativeKernel", e);

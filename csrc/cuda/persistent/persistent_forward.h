@@ -48,6 +48,13 @@ struct ForwardArgs {
   int smem_lengths;
 };
 
+// One launch: directions[0] on grid row blockIdx.y == 0, directions[1] (when
+// plan.directions == 2, normally the reverse direction) on row 1. Same geometry,
+// own pointers and own counter each.
+struct ForwardLaunch {
+  ForwardArgs direction[2];
+};
+
 // Fills the geometry fields of `args` from `plan`.
 void set_geometry(ForwardArgs& args, const Plan& plan);
 
@@ -61,9 +68,10 @@ KernelInfo forward_kernel_info(Cell cell, DType dtype, int64_t n_tiles);
 
 // Launches the persistent forward on `stream` (a cudaStream_t) with the plan's
 // geometry after checking, with the occupancy calculator of the compiled kernel,
-// that all plan.blocks blocks can be resident at once. Returns an empty string on
-// success, else the error.
-std::string launch_forward(Cell cell, DType dtype, const ForwardArgs& args, const Plan& plan,
+// that all plan.blocks * plan.directions blocks can be resident at once. Uses
+// launch.direction[0 .. plan.directions). Returns an empty string on success,
+// else the error.
+std::string launch_forward(Cell cell, DType dtype, const ForwardLaunch& launch, const Plan& plan,
                            void* stream);
 
 }  // namespace persistent

@@ -14,6 +14,8 @@
 //     output row, L2 only) into shared memory, its warps split the K = P dimension
 //     (`k_warps` warps, 32-wide chunks), each computing a [rows_padded, batch_padded]
 //     partial product, which are summed in shared memory for the gate math;
+//   - with directions == 2 a second row of `blocks` blocks runs the reverse
+//     direction (its own W_hh, its own step barrier) in the same launch;
 //   - all blocks must be resident at once (they wait on each other every step), so
 //     the planner only accepts a geometry whose per-SM resource needs fit
 //     `blocks_per_sm` blocks on every SM, and the launch itself is cooperative
@@ -58,6 +60,7 @@ struct Problem {
   int64_t hidden = 0;  // H
   int64_t width = 0;   // P, the width of h (H unless an LSTM projection is used)
   DType dtype = DType::BFloat16;
+  int64_t directions = 1;  // 2: both directions of a bidirectional layer in one launch
 };
 
 // Limits of the kernel as compiled (shared with the kernel; keep in sync).
@@ -75,10 +78,11 @@ struct Plan {
   bool fits = false;
   std::string reason;  // why not (empty when it fits)
 
-  int64_t blocks = 0;
+  int64_t blocks = 0;           // per direction (the grid is blocks x directions)
+  int64_t directions = 0;
   int64_t threads = 0;
   int64_t units_per_block = 0;  // U; the last block may own fewer (H - u0)
-  int64_t blocks_per_sm = 0;    // ceil(blocks / sm_count)
+  int64_t blocks_per_sm = 0;    // ceil(blocks * directions / sm_count)
   int64_t k_warps = 0;          // warps that take part in the h . W_hh^T product
   int64_t m_tiles = 0;          // rows_padded / 16
   int64_t n_tiles = 0;          // batch_padded / 8

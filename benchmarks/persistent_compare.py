@@ -22,26 +22,47 @@ import rnnkit._C  # noqa: F401  (registers torch.ops.rnnkit.*)
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
-# (cell, T, B, I, H): the small-batch inference target first, then the fastrnns
-# default of PyTorch's benchmarks.
+# (cell, T, B, I, H, directions): the small-batch inference target first, then
+# the fastrnns default of PyTorch's benchmarks, then a bidirectional layer (both
+# directions in one persistent launch; cuDNN runs its bidirectional kernel).
 SIZES = [
-    ("lstm", 1024, 16, 768, 768),
-    ("lstm", 1024, 1, 768, 768),
-    ("gru", 1024, 16, 768, 768),
-    ("lstm", 100, 64, 512, 512),
-    ("gru", 100, 64, 512, 512),
+    ("lstm", 1024, 16, 768, 768, 1),
+    ("lstm", 1024, 1, 768, 768, 1),
+    ("gru", 1024, 16, 768, 768, 1),
+    ("lstm", 100, 64, 512, 512, 1),
+    ("gru", 100, 64, 512, 512, 1),
+    ("lstm", 1024, 16, 768, 768, 2),
 ]
 
 
-def make_contenders(cell, T, B, I, H, dtype):
+def make_contenders(cell, T, B, I, H, dtype, directions):
     """{name: zero-argument callable} for one size."""
     module_cls = torch.nn.LSTM if cell == "lstm" else torch.nn.GRU
-    module = module_cls(I, H).to("cuda", dtype)
+    module = module_cls(I, H, bidirectional=directions == 2).to("cuda", dtype)
     x = torch.randn(T, B, I, device="cuda", dtype=dtype)
-    h0 = torch.randn(1, B, H, device="cuda", dtype=dtype)
-    c0 = torch.randn(1, B, H, device="cuda", dtype=dtype)
+    h0 = torch.randn(directions, B, H, device="cuda", dtype=dtype)
+    c0 = torch.randn(directions, B, H, device="cuda", dtype=dtype)
     w_ih, w_hh = module.weight_ih_l0, module.weight_hh_l0
     b_ih, b_hh = module.bias_ih_l0, module.bias_hh_l0
+
+    if directions == 2:
+        rev = (module.weight_ih_l0_reverse, module.weight_hh_l0_reverse,
+               module.bias_ih_l0_reverse, module.bias_hh_l0_reverse)
+        if cell == "lstm":
+            def persistent():
+                return torch.ops.rnnkit.lstm_bidirectional_layer_persistent(
+                    x, None, h0[0], c0[0], w_ih, w_hh, b_ih, b_hh, h0[1], c0[1], *rev)
+
+            def cudnn():
+                return module(x, (h0, c0))
+        else:
+            def persistent():
+                return torch.ops.rnnkit.gru_bidirectional_layer_persistent(
+                    x, None, h0[0], w_ih, w_hh, b_ih, b_hh, h0[1], *rev)
+
+            def cudnn():
+                return module(x, h0)
+        return {"cudnn": cudnn, "persistent": persistent}
 
     if cell == "lstm":
         def cudnn():
@@ -91,21 +112,24 @@ def main():
     prop = torch.cuda.get_device_properties(0)
     print(f"# {prop.name}, {prop.multi_processor_count} SMs, torch {torch.__version__}, "
           f"CUDA {torch.version.cuda}, cuDNN {torch.backends.cudnn.version()}\n")
-    print("| cell | T | B | I=H | dtype | cuDNN µs/step | persistent µs/step | ratio | plan |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for (cell, T, B, I, H), (dname, dtype) in [(s, d) for s in sizes for d in dtypes.items()]:
+    print("| cell | dirs | T | B | I=H | dtype | cuDNN µs/step | persistent µs/step | ratio "
+          "| plan |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for (cell, T, B, I, H, dirs), (dname, dtype) in [(s, d) for s in sizes
+                                                      for d in dtypes.items()]:
         fits, reason, geometry = torch.ops.rnnkit.persistent_plan_current_device(
-            cell, B, H, H, dtype)
-        contenders = make_contenders(cell, T, B, I, H, dtype)
+            cell, B, H, H, dtype, dirs)
+        contenders = make_contenders(cell, T, B, I, H, dtype, dirs)
         if not fits:
             ms = time_interleaved({"cudnn": contenders["cudnn"]}, rounds, args.warmup)
-            print(f"| {cell} | {T} | {B} | {H} | {dname} | {ms['cudnn'] * 1e3 / T:.2f} | "
-                  f"— | — | refused: {reason} |")
+            print(f"| {cell} | {dirs} | {T} | {B} | {H} | {dname} | "
+                  f"{ms['cudnn'] * 1e3 / T:.2f} | — | — | refused: {reason} |")
             continue
         ms = time_interleaved(contenders, rounds, args.warmup)
         per_step = {k: v * 1e3 / T for k, v in ms.items()}
-        plan = f"{geometry['blocks']}x{geometry['threads']}, U={geometry['units_per_block']}"
-        print(f"| {cell} | {T} | {B} | {H} | {dname} | {per_step['cudnn']:.2f} | "
+        plan = (f"{geometry['blocks']}x{dirs} blocks x {geometry['threads']} threads, "
+                f"U={geometry['units_per_block']}")
+        print(f"| {cell} | {dirs} | {T} | {B} | {H} | {dname} | {per_step['cudnn']:.2f} | "
               f"{per_step['persistent']:.2f} | {per_step['persistent'] / per_step['cudnn']:.2f} "
               f"| {plan} |")
     print("\nTimes include the hoisted input-projection GEMM of both contenders.")

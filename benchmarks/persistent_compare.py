@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 
 import torch
 
@@ -105,6 +106,8 @@ def main():
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=5)
     args = parser.parse_args()
+    if not torch.cuda.is_available():
+        sys.exit("persistent_compare: needs a CUDA device")
     sizes = SIZES[:1] if args.quick else SIZES
     dtypes = {"bf16": DTYPES["bf16"]} if args.quick else DTYPES
     rounds = 5 if args.quick else args.rounds

@@ -15,9 +15,9 @@
 //      partial sums; __syncthreads;
 //   4. one thread per (unit, batch) pair sums the partials, adds the prefetched
 //      input projection and b_hh, runs the gate math of cells.h in float, and
-//      stores output, reserve and the final states; __syncthreads;
-//   5. arrive at the step barrier, then prefetch the next step's input projection
-//      while the other blocks finish.
+//      stores output[t]; __syncthreads;
+//   5. arrive at the step barrier, then store the reserve and final states and
+//      prefetch the next step's input projection while the other blocks finish.
 // Each pair's thread keeps its cell state c (LSTM, float) and its h_{t-1} (GRU,
 // as rounded to the dtype, the value every other block reads) in registers.
 //
@@ -248,62 +248,65 @@ __global__ void __launch_bounds__(kMaxThreads, 1)
     }
     __syncthreads();
 
-    // 4. Gate math of this thread's (unit, batch) pair.
-    if (has_pair) {
-      const int64_t at = t * B + pair_b;  // row of output / reserve
-      T* res = reserve + at * (kReserve * H) + unit;
-      if (t < length) {
-        float pre[G];
+    // 4. Gate math of this thread's (unit, batch) pair. Only output[t] is stored
+    //    before the arrival: it is all the other blocks need, and the release
+    //    fence waits for the block's outstanding stores. The reserve and the final
+    //    states are kept in registers and stored after it.
+    const int64_t at = t * B + pair_b;  // row of output / reserve
+    const bool active = has_pair && t < length;
+    float saved[kReserve];              // this step's reserve row entries
+    T h_new = from_float<T>(0.f);
 #pragma unroll
-        for (int g = 0; g < G; ++g) {
-          float sum = bias[g];
-          const float* col = partial_s + pair_b * a.partial_stride + g * U + pair_u;
-          for (int w = 0; w < a.k_warps; ++w) sum += col[w * a.batch_padded * a.partial_stride];
-          pre[g] = sum;
-        }
-        const bool last = a.reverse ? t == 0 : t == length - 1;
-        if constexpr (kCell == Cell::LSTM) {
-          const auto st = cells::lstm_forward<float>(x_next[0] + pre[0], x_next[1] + pre[1],
-                                                    x_next[2] + pre[2], x_next[3] + pre[3],
-                                                    c_state);
-          const T h = from_float<T>(st.h);
-          output[at * P + unit] = h;
-          res[0 * H] = from_float<T>(st.i);
-          res[1 * H] = from_float<T>(st.f);
-          res[2 * H] = from_float<T>(st.g);
-          res[3 * H] = from_float<T>(st.o);
-          res[4 * H] = from_float<T>(st.c);
-          c_state = st.c;
-          if (last) {
-            h_n[pair_b * P + unit] = h;
-            c_n[pair_b * H + unit] = from_float<T>(st.c);
-          }
-        } else {
-          // pre[] holds W_h* h + b_h*: r scales the n gate's *with* its bias.
-          const auto st = cells::gru_forward<float>(x_next[0], x_next[1], x_next[2], pre[0],
-                                                   pre[1], pre[2], h_state);
-          const T h = from_float<T>(st.h);
-          output[at * P + unit] = h;
-          res[0 * H] = from_float<T>(st.r);
-          res[1 * H] = from_float<T>(st.z);
-          res[2 * H] = from_float<T>(st.n);
-          res[3 * H] = from_float<T>(pre[2]);
-          h_state = to_float(h);
-          if (last) h_n[pair_b * P + unit] = h;
-        }
+    for (int r = 0; r < kReserve; ++r) saved[r] = 0.f;
+    if (active) {
+      float pre[G];
+#pragma unroll
+      for (int g = 0; g < G; ++g) {
+        float sum = bias[g];
+        const float* col = partial_s + pair_b * a.partial_stride + g * U + pair_u;
+        for (int w = 0; w < a.k_warps; ++w) sum += col[w * a.batch_padded * a.partial_stride];
+        pre[g] = sum;
+      }
+      if constexpr (kCell == Cell::LSTM) {
+        const auto st = cells::lstm_forward<float>(x_next[0] + pre[0], x_next[1] + pre[1],
+                                                  x_next[2] + pre[2], x_next[3] + pre[3],
+                                                  c_state);
+        h_new = from_float<T>(st.h);
+        saved[0] = st.i;
+        saved[1] = st.f;
+        saved[2] = st.g;
+        saved[3] = st.o;
+        saved[4] = st.c;
+        c_state = st.c;
       } else {
-        output[at * P + unit] = from_float<T>(0.f);
-#pragma unroll
-        for (int r = 0; r < kReserve; ++r) res[r * H] = from_float<T>(0.f);
+        // pre[] holds W_h* h + b_h*: r scales the n gate's *with* its bias.
+        const auto st = cells::gru_forward<float>(x_next[0], x_next[1], x_next[2], pre[0],
+                                                 pre[1], pre[2], h_state);
+        h_new = from_float<T>(st.h);
+        saved[0] = st.r;
+        saved[1] = st.z;
+        saved[2] = st.n;
+        saved[3] = pre[2];
+        h_state = to_float(h_new);
       }
     }
+    if (has_pair) output[at * P + unit] = h_new;  // zero at a padded step
     __syncthreads();  // the block's output[t] stores precede its arrival
 
-    // 5. Publish h_t, then prefetch the next step while the others catch up.
-    if (s + 1 < T_steps) {
-      step_arrive(a.counter);
+    // 5. Publish h_t; then the stores nobody waits for, and the next step's
+    //    input projection, while the other blocks catch up.
+    if (s + 1 < T_steps) step_arrive(a.counter);
+    if (has_pair) {
+      T* res = reserve + at * (kReserve * H) + unit;
+#pragma unroll
+      for (int r = 0; r < kReserve; ++r) res[r * H] = from_float<T>(saved[r]);
+      const bool last = active && (a.reverse ? t == 0 : t == length - 1);
+      if (last) {
+        h_n[pair_b * P + unit] = h_new;
+        if constexpr (kCell == Cell::LSTM) c_n[pair_b * H + unit] = from_float<T>(c_state);
+      }
       const int64_t tn = a.reverse ? t - 1 : t + 1;
-      if (has_pair && tn < length) {
+      if (s + 1 < T_steps && tn < length) {
 #pragma unroll
         for (int g = 0; g < G; ++g) {
           x_next[g] = load_constant(input_proj + (tn * B + pair_b) * (G * H) + g * H + unit);

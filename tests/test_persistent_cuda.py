@@ -101,7 +101,8 @@ def check(cell, T, B, I, H, dtype, reverse, packed, bias=True):
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16],
+                         ids=["fp32", "bf16", "fp16"])
 @pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
 @pytest.mark.parametrize("packed", [False, True], ids=["dense", "packed"])
 @pytest.mark.parametrize("B,H", [(1, 64), (5, 136), (16, 768), (40, 256), (64, 512)])
@@ -163,7 +164,7 @@ def test_plan_on_this_device_is_sound():
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
 @pytest.mark.parametrize("packed", [False, True], ids=["dense", "packed"])
 def test_bidirectional_in_one_launch(cell, dtype, packed):
     B, H = 16, 768

@@ -1,7 +1,8 @@
 #pragma once
-// The planner of the persistent recurrence: decides whether one layer direction (or
-// both directions of a bidirectional layer) can run as a single persistent CUDA launch (W_hh resident on chip for all T steps,
-// one grid-wide synchronisation per step) and with which launch geometry.
+// The planner of the persistent recurrence: decides whether one layer direction
+// (or both directions of a bidirectional layer) can run as a single persistent
+// CUDA launch (W_hh resident on chip for all T steps, one grid-wide
+// synchronisation per step) and with which launch geometry.
 // Host-only C++ with no CUDA dependency, so it is unit-tested on CPU machines.
 //
 // The kernel it plans for (csrc/cuda/persistent/persistent_forward.cu):

@@ -1,0 +1,56 @@
+#pragma once
+// The grid-wide step barrier of the persistent recurrence, split into arrive and
+// wait so that a block can do the work that does not need the other blocks' h_t
+// (storing its reserve, prefetching the next step's input projection) while the
+// slowest block is still finishing the step.
+//
+// counter: one unsigned int in global memory, zero before the launch, only ever
+// incremented: after step s every block has added 1, so "all blocks have
+// published step s" is counter >= blocks * (s + 1). No reset between steps and
+// hence no second barrier to protect a reset. The comparison is on the signed
+// difference, which stays correct when blocks * T overflows 32 bits (the counter
+// is never more than `blocks` ahead of any target a block waits for).
+//
+// Memory ordering (the pattern of cooperative_groups' grid sync):
+//   writer: all threads store h_t; __syncthreads(); thread 0: __threadfence()
+//           (cumulative over the block's stores it observed through the barrier)
+//           then the relaxed atomic add;
+//   reader: thread 0 spins with ld.acquire.gpu; __syncthreads(); then all threads
+//           read h_t with loads that bypass L1 (cp.async.cg), which is not
+//           coherent across SMs.
+// Why not cooperative_groups' grid.sync(): it fuses arrive and wait, so no work
+// can overlap the barrier (its cost, one atomic per block and a poll of L2, is
+// otherwise the same as here). Why not one flag per producer block: each consumer would poll every
+// producer each step (blocks^2 polls of L2) to save only the skew between blocks.
+//
+// All blocks must be resident at once: the kernel is launched cooperatively, so
+// the driver refuses a grid that cannot be, instead of letting it deadlock.
+
+namespace rnnkit {
+namespace persistent {
+
+__device__ __forceinline__ unsigned int load_acquire_gpu(const unsigned int* p) {
+  unsigned int v;
+  asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
+  return v;
+}
+
+// Call after a __syncthreads() that follows the block's stores of the step.
+__device__ __forceinline__ void step_arrive(unsigned int* counter) {
+  if (threadIdx.x == 0) {
+    __threadfence();
+    atomicAdd(counter, 1u);
+  }
+}
+
+// Returns once counter >= target (mod 2^32, see above); a block barrier inside.
+__device__ __forceinline__ void step_wait(const unsigned int* counter, unsigned int target) {
+  if (threadIdx.x == 0) {
+    while (static_cast<int>(load_acquire_gpu(counter) - target) < 0) {
+    }
+  }
+  __syncthreads();
+}
+
+}  // namespace persistent
+}  // namespace rnnkit

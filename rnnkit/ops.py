@@ -71,7 +71,16 @@ def _fallback_reason(op: str, device_type: str) -> str | None:
     return None
 
 
+@torch._dynamo.assume_constant_result
+def _fallback_reason_when_compiling(op: str, device_type: str) -> str:
+    # Under torch.compile the choice is made once, at trace time, and baked into the
+    # graph ('' = compiled); the registry look-ups inside cannot be traced.
+    return _fallback_reason(op, device_type) or ""
+
+
 def _use_compiled(op: str, device_type: str) -> bool:
+    if torch.compiler.is_compiling():
+        return _fallback_reason_when_compiling(op, device_type) == ""
     reason = _fallback_reason(op, device_type)
     if _recorder is not None:
         _recorder.append((op, device_type, "reference" if reason else "compiled"))
@@ -90,31 +99,45 @@ def _use_compiled(op: str, device_type: str) -> bool:
 # The ops as the stack calls them
 
 
+def _no_autocast(device_type: str):
+    """The ops compute in the dtypes they are given: under autocast, the modules cast
+    as torch.nn does before calling them, and a kernel's own matmuls must not be cast
+    again (nor the reference's)."""
+    if torch.is_autocast_enabled(device_type):
+        return torch.autocast(device_type, enabled=False)
+    return contextlib.nullcontext()
+
+
 def rnn_layer(input, lengths, h0, w_ih, w_hh, b_ih, b_hh, reverse: bool, relu: bool):
     """One RNN layer in one direction -> (output, h_n)."""
-    if _use_compiled("rnn_layer", input.device.type):
-        out = torch.ops.rnnkit.rnn_layer(input, lengths, h0, w_ih, w_hh, b_ih, b_hh, reverse, relu)
-    else:
-        out = reference.rnn_layer(input, lengths, h0, w_ih, w_hh, b_ih, b_hh, reverse, relu)
+    args = (input, lengths, h0, w_ih, w_hh, b_ih, b_hh, reverse, relu)
+    with _no_autocast(input.device.type):
+        if _use_compiled("rnn_layer", input.device.type):
+            out = torch.ops.rnnkit.rnn_layer(*args)
+        else:
+            out = reference.rnn_layer(*args)
     return out[0], out[1]
 
 
 def gru_layer(input, lengths, h0, w_ih, w_hh, b_ih, b_hh, reverse: bool):
     """One GRU layer in one direction -> (output, h_n)."""
-    if _use_compiled("gru_layer", input.device.type):
-        out = torch.ops.rnnkit.gru_layer(input, lengths, h0, w_ih, w_hh, b_ih, b_hh, reverse)
-    else:
-        out = reference.gru_layer(input, lengths, h0, w_ih, w_hh, b_ih, b_hh, reverse)
+    args = (input, lengths, h0, w_ih, w_hh, b_ih, b_hh, reverse)
+    with _no_autocast(input.device.type):
+        if _use_compiled("gru_layer", input.device.type):
+            out = torch.ops.rnnkit.gru_layer(*args)
+        else:
+            out = reference.gru_layer(*args)
     return out[0], out[1]
 
 
 def lstm_layer(input, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse: bool):
     """One LSTM layer in one direction -> (output, h_n, c_n)."""
-    if _use_compiled("lstm_layer", input.device.type):
-        out = torch.ops.rnnkit.lstm_layer(input, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr,
-                                          reverse)
-    else:
-        out = reference.lstm_layer(input, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse)
+    args = (input, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse)
+    with _no_autocast(input.device.type):
+        if _use_compiled("lstm_layer", input.device.type):
+            out = torch.ops.rnnkit.lstm_layer(*args)
+        else:
+            out = reference.lstm_layer(*args)
     return out[0], out[1], out[2]
 
 
@@ -206,7 +229,8 @@ def _make_backward(cell: str):
         if torch.is_grad_enabled():
             # create_graph=True: the backward kernels are not differentiable
             # themselves, so differentiate the reference, keeping the graph.
-            outputs = ref_forward(*args, *ctx.flags)[:len(grads)]
+            with _no_autocast(args[0].device.type):
+                outputs = ref_forward(*args, *ctx.flags)[:len(grads)]
             wanted = [x for x in differentiable if x is not None and x.requires_grad]
             found = iter(torch.autograd.grad(outputs, wanted, grads, create_graph=True,
                                              allow_unused=True))
@@ -214,7 +238,8 @@ def _make_backward(cell: str):
                            for x in differentiable]
         else:
             backward_op = getattr(torch.ops.rnnkit, f"{cell}_layer_backward")
-            found_grads = backward_op(*grads, *args, *ctx.flags, results[0], results[-1])
+            with _no_autocast(args[0].device.type):
+                found_grads = backward_op(*grads, *args, *ctx.flags, results[0], results[-1])
             # The gradient of an absent optional argument comes back empty.
             found_grads = [None if x is None else g for g, x in zip(found_grads, differentiable)]
         return (found_grads[0], None, *found_grads[1:]) + (None,) * len(ctx.flags)

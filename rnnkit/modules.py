@@ -55,11 +55,21 @@ def _check_devices(input: Tensor, weights, states) -> None:
                            f"{next(s.device for s in states if s.device != input.device)}")
 
 
-def _autocast_dtype(device_type: str):
-    """The dtype torch.nn's recurrent modules compute in under autocast, or None."""
-    if torch.is_autocast_enabled(device_type):
-        return torch.get_autocast_dtype(device_type)
-    return None
+# On CPU, autocast reaches torch.nn's recurrent kernels only through their matmuls: RNN and
+# RNNCell (gates from matmuls alone) and LSTM (oneDNN) come out in the low dtype, but GRU,
+# GRUCell and LSTMCell mix the gates with the float32 state and come out in float32.
+_CPU_AUTOCAST_KEEPS_DTYPE = ("GRU", "GRUCell", "LSTMCell")
+
+
+def _autocast_dtype(device_type: str, kind: str, weight_dtype: torch.dtype):
+    """The dtype torch.nn's `kind` (a mode or a cell's name) computes in under autocast, or
+    None outside autocast. The float32 kinds run wholly in the weights' dtype, whatever
+    mix of dtypes the input and states come in."""
+    if not torch.is_autocast_enabled(device_type):
+        return None
+    if device_type == "cpu" and kind in _CPU_AUTOCAST_KEEPS_DTYPE:
+        return weight_dtype
+    return torch.get_autocast_dtype(device_type)
 
 
 class RNNBase(nn.RNNBase):
@@ -94,12 +104,19 @@ class RNNBase(nn.RNNBase):
         """Runs the stack on time-major input; handles devices and autocast."""
         weights = self._weights()
         _check_devices(input, weights, states)
-        cast = _autocast_dtype(input.device.type)
-        if cast is not None:
-            input = input.to(cast)
-            states = tuple(s.to(cast) for s in states)
-            weights = [w.to(cast) for w in weights]
-        return self._run(input, states, weights, lengths)
+        cast = _autocast_dtype(input.device.type, self.mode, weights[0].dtype)
+        if cast is None:
+            return self._run(input, states, weights, lengths)
+        # The ops themselves never autocast (rnnkit/ops.py): they get these dtypes.
+        state_dtypes = [s.dtype for s in states]
+        input = input.to(cast)
+        states = tuple(s.to(cast) for s in states)
+        weights = [w.to(cast) for w in weights]
+        output, states = self._run(input, states, weights, lengths)
+        if input.device.type == "cpu" and self.proj_size > 0:
+            # torch's CPU projected LSTM (no oneDNN) keeps c in its own dtype.
+            states = (states[0], states[1].to(state_dtypes[1]))
+        return output, states
 
     def _forward_packed(self, packed: PackedSequence, hx):
         self._update_flat_weights()
@@ -246,7 +263,7 @@ class LSTM(RNNBase):
             raise ValueError(f"LSTM: Expected input to be 2D or 3D, got {input.dim()}D instead")
         is_batched = input.dim() == 3
         if hx is not None:
-            h, c = hx
+            h, c = hx[0], hx[1]  # like torch: IndexError for a 1-tuple
             if is_batched and (h.dim() != 3 or c.dim() != 3):
                 raise RuntimeError("For batched 3-D input, hx and cx should also be 3-D but got "
                                    f"({h.dim()}-D, {c.dim()}-D) tensors")
@@ -293,7 +310,8 @@ def _cell_prepare(cell, name, input, hx, n_states):
                 if value.dim() not in (1, 2):
                     raise ValueError(f"{name}: Expected hx[{idx}] to be 1D or 2D, got "
                                      f"{value.dim()}D instead")
-    is_batched = input.dim() == 2
+    input_dim = input.dim()
+    is_batched = input_dim == 2
     if not is_batched:
         input = input.unsqueeze(0)
     if hx is None:
@@ -302,15 +320,19 @@ def _cell_prepare(cell, name, input, hx, n_states):
         states = (zeros,) * n_states
     else:
         states = (hx,) if n_states == 1 else tuple(hx)
+        if len(states) != n_states:
+            raise RuntimeError("lstm_cell expects two hidden states")
+        for i, s in enumerate(states):  # as the user gave them, before any unsqueeze
+            if s.dim() != input_dim:
+                raise RuntimeError(f"hidden{i} must be {input_dim}-D for {input_dim}-D input, "
+                                   f"got {s.dim()}-D")
         if not is_batched:
             states = tuple(s.unsqueeze(0) for s in states)
     for i, s in enumerate(states):
-        if s.dim() != 2:
-            raise RuntimeError(f"hidden{i} must be 2-D for 2-D input, got {s.dim()}-D")
         _check_cell(input, s, cell, f"hidden{i}")
     weights = _cell_weights(cell)
     _check_devices(input, weights, states)
-    cast = _autocast_dtype(input.device.type)
+    cast = _autocast_dtype(input.device.type, name, weights[0].dtype)
     if cast is not None:
         input, states = input.to(cast), tuple(s.to(cast) for s in states)
         weights = [w.to(cast) for w in weights]

@@ -1,0 +1,35 @@
+"""Shared pytest setup for the parity suite.
+
+Every test gets its own seed, derived from a per-session base seed and the test's id, so
+data are fresh in every test and every session, yet a failure can be replayed with
+RNNKIT_TEST_SEED=<base seed printed in the header>.
+"""
+
+import os
+import random
+import zlib
+
+import pytest
+import torch
+
+_BASE_SEED = int(os.environ.get("RNNKIT_TEST_SEED", random.SystemRandom().randrange(2**31)))
+
+
+def pytest_configure(config):
+    # rnnkit says once per op when it runs the slow reference path; that is expected here.
+    config.addinivalue_line("filterwarnings", "ignore:rnnkit. running:UserWarning")
+    # torch.nn's own note that its projected LSTM does not run on oneDNN.
+    config.addinivalue_line("filterwarnings",
+                            "ignore:LSTM with projections is not supported with oneDNN")
+
+
+def pytest_report_header(config):
+    return f"rnnkit parity tests: RNNKIT_TEST_SEED={_BASE_SEED}"
+
+
+@pytest.fixture(autouse=True)
+def _seed_per_test(request):
+    seed = (_BASE_SEED + zlib.crc32(request.node.nodeid.encode())) % 2**31
+    torch.manual_seed(seed)
+    random.seed(seed)
+    yield

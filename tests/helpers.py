@@ -1,0 +1,172 @@
+"""Utilities shared by the parity tests: pairs of modules (torch.nn and rnnkit with the same
+parameters), random inputs and states, and one comparison that checks every output and every
+gradient of rnnkit against torch.nn run on the same data."""
+
+from __future__ import annotations
+
+import random
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils.rnn import PackedSequence
+
+import rnnkit
+
+MODULES = ("RNN", "GRU", "LSTM")
+CELLS = ("RNNCell", "GRUCell", "LSTMCell")
+
+# rtol/atol by dtype: torch.nn and rnnkit sum in different orders, nothing more.
+TOLERANCE = {
+    torch.float64: dict(rtol=1e-9, atol=1e-9),
+    torch.float32: dict(rtol=1e-5, atol=1e-5),
+    torch.float16: dict(rtol=2e-2, atol=2e-2),
+    torch.bfloat16: dict(rtol=8e-2, atol=8e-2),
+}
+
+
+def make_pair(name: str, *args, **kwargs):
+    """(torch.nn module, rnnkit module) built with the same arguments and holding the same
+    parameters (torch's state_dict loaded strictly into rnnkit's)."""
+    ref = getattr(nn, name)(*args, **kwargs)
+    ours = getattr(rnnkit, name)(*args, **kwargs)
+    ours.load_state_dict(ref.state_dict(), strict=True)
+    return ref, ours
+
+
+def num_states(module) -> int:
+    return 2 if isinstance(module, (nn.LSTM, nn.LSTMCell, rnnkit.LSTM, rnnkit.LSTMCell)) else 1
+
+
+def random_states(module, batch: int | None, dtype=None) -> list[Tensor]:
+    """Random initial states for a module ([h] or [h, c]), batch=None for unbatched input."""
+    dtype = dtype or next(module.parameters()).dtype
+    if isinstance(module, nn.RNNCellBase):
+        lead = () if batch is None else (batch,)
+        return [torch.randn(*lead, module.hidden_size, dtype=dtype)
+                for _ in range(num_states(module))]
+    lead = (module.num_layers * (2 if module.bidirectional else 1),)
+    lead += () if batch is None else (batch,)
+    h = torch.randn(*lead, module.proj_size or module.hidden_size, dtype=dtype)
+    if num_states(module) == 1:
+        return [h]
+    return [h, torch.randn(*lead, module.hidden_size, dtype=dtype)]
+
+
+def random_input(module, steps: int, batch: int | None, dtype=None) -> Tensor:
+    """Random input in the module's layout: (L, N, I), (N, L, I) if batch_first, (L, I) if
+    batch is None."""
+    dtype = dtype or next(module.parameters()).dtype
+    if batch is None:
+        return torch.randn(steps, module.input_size, dtype=dtype)
+    shape = (batch, steps) if module.batch_first else (steps, batch)
+    return torch.randn(*shape, module.input_size, dtype=dtype)
+
+
+def call(module, input, *states):
+    """module(input) or module(input, hx) with hx a tensor, or an (h, c) tuple for LSTMs."""
+    if not states:
+        return module(input)
+    return module(input, states[0] if len(states) == 1 else tuple(states))
+
+
+def flatten(result) -> list:
+    """Every tensor in a (nested) module result, PackedSequences as their four fields."""
+    if isinstance(result, Tensor) or result is None:
+        return [result]
+    if isinstance(result, PackedSequence):
+        return [result.data, result.batch_sizes, result.sorted_indices, result.unsorted_indices]
+    return [t for item in result for t in flatten(item)]
+
+
+def _is_float(t) -> bool:
+    return isinstance(t, Tensor) and t.is_floating_point()
+
+
+def forward_backward(module, leaves, fn=call, out_grads=None, backward=True):
+    """Runs fn(module, *copies of leaves) and, unless backward=False, back-propagates a random
+    weighting of every floating output. Returns (outputs, grads, out_grads): outputs flat,
+    grads a dict {"leaf0": ..., parameter name: ...}, out_grads the weighting (pass it to the
+    second run of a comparison so both runs receive the same upstream gradient)."""
+    copies = [t.detach().clone().requires_grad_(backward and t.is_floating_point())
+              for t in leaves]
+    module.zero_grad(set_to_none=True)
+    outputs = flatten(fn(module, *copies))
+    grads = {}
+    if backward:
+        floats = [o for o in outputs if _is_float(o)]
+        if out_grads is None:
+            out_grads = [torch.randn_like(o) for o in floats]
+        loss = sum((o * g).sum() for o, g in zip(floats, out_grads))
+        loss.backward()
+        grads = {f"leaf{i}": c.grad for i, c in enumerate(copies)}
+        grads.update({name: p.grad for name, p in module.named_parameters()})
+    return outputs, grads, out_grads
+
+
+def assert_close(actual, expected, dtype=None, what=""):
+    if expected is None or not isinstance(expected, Tensor):
+        assert actual is expected or actual == expected, f"{what}: {actual!r} != {expected!r}"
+        return
+    assert isinstance(actual, Tensor), f"{what}: expected a tensor, got {actual!r}"
+    assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != {expected.shape}"
+    assert actual.dtype == expected.dtype, f"{what}: dtype {actual.dtype} != {expected.dtype}"
+    if not expected.is_floating_point():
+        assert torch.equal(actual, expected), f"{what}: {actual} != {expected}"
+        return
+    tol = TOLERANCE[dtype or expected.dtype]
+    torch.testing.assert_close(actual, expected, **tol, msg=lambda m: f"{what}: {m}")
+
+
+def assert_matches_torch(ref, ours, leaves, fn=call, dtype=None, backward=True):
+    """rnnkit's outputs and all gradients (leaves and every parameter) equal torch.nn's on the
+    same leaves and the same upstream gradient. Returns rnnkit's (outputs, grads)."""
+    ref_out, ref_grads, out_grads = forward_backward(ref, leaves, fn, backward=backward)
+    our_out, our_grads, _ = forward_backward(ours, leaves, fn, out_grads, backward=backward)
+    assert len(our_out) == len(ref_out)
+    for i, (a, e) in enumerate(zip(our_out, ref_out)):
+        assert_close(a, e, dtype, f"output {i}")
+    assert our_grads.keys() == ref_grads.keys()
+    for name, expected in ref_grads.items():
+        actual = our_grads[name]
+        if expected is None:  # torch gives nothing (e.g. an empty batch): rnnkit gives 0 or None
+            assert actual is None or not actual.any(), f"grad of {name}"
+            continue
+        assert actual is not None, f"rnnkit gives no gradient for {name}"
+        assert_close(actual, expected, dtype, f"grad of {name}")
+    return our_out, our_grads
+
+
+def random_sizes(proj: bool = False) -> dict:
+    """Small random sizes: steps, batch, input_size, hidden_size (and proj_size if proj)."""
+    hidden = random.randint(2, 7)
+    sizes = dict(steps=random.randint(1, 6), batch=random.randint(1, 4),
+                 input_size=random.randint(1, 7), hidden_size=hidden)
+    if proj:
+        sizes["proj_size"] = random.randint(1, hidden - 1)
+    return sizes
+
+
+def raised(fn, *args, **kwargs):
+    """The exception fn raises, or None."""
+    try:
+        fn(*args, **kwargs)
+    except Exception as exc:  # noqa: BLE001 - the caller compares whatever comes
+        return exc
+    return None
+
+
+def assert_same_error(ref_fn, our_fn):
+    """Both raise, with the same exception type and the same message."""
+    expected, actual = raised(ref_fn), raised(our_fn)
+    assert expected is not None, "torch.nn accepts this: the test case is wrong"
+    assert actual is not None, f"rnnkit accepts what torch rejects with {expected!r}"
+    assert type(actual) is type(expected), f"{actual!r} vs torch's {expected!r}"
+    assert str(actual) == str(expected)
+    return actual
+
+
+def compiled_kernel_runs(op: str, device_type: str = "cpu") -> bool:
+    """Whether rnnkit runs its compiled kernel for `op` (e.g. "gru_layer") on this device
+    type rather than the reference, for tests that mark a kernel bug as xfail."""
+    from rnnkit import _extension, ops
+    return ops.kernel_policy(device_type) == "compiled" and _extension.has_kernel(op, device_type)

@@ -4,11 +4,15 @@
     lstm = rnnkit.LSTM(128, 256, num_layers=2)   # same arguments as torch.nn.LSTM
     lstm.load_state_dict(torch_lstm.state_dict())  # same parameters
     output, (h_n, c_n) = lstm(x)                   # same outputs
+    model = rnnkit.convert(model)                  # swap every torch.nn RNN/LSTM/GRU in a model
 """
 
 from rnnkit import functional, ops
 from rnnkit.modules import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNBase, RNNCell
+# The function takes the name of its module: rnnkit.convert is the function.
+from rnnkit.convert import convert
 
 __version__ = "0.1.0"
 
-__all__ = ["RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell", "RNNBase", "functional", "ops"]
+__all__ = ["RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell", "RNNBase", "convert",
+           "functional", "ops"]

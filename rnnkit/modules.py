@@ -57,19 +57,20 @@ def _check_devices(input: Tensor, weights, states) -> None:
 
 # On CPU, autocast reaches torch.nn's recurrent kernels only through their matmuls: RNN and
 # RNNCell (gates from matmuls alone) and LSTM (oneDNN) come out in the low dtype, but GRU,
-# GRUCell and LSTMCell mix the gates with the float32 state and come out in float32.
-_CPU_AUTOCAST_KEEPS_DTYPE = ("GRU", "GRUCell", "LSTMCell")
+# GRUCell and LSTMCell mix the low-precision gates with the state in an elementwise update,
+# where type promotion makes the state's dtype win.
+_CPU_AUTOCAST_KEEPS_STATE_DTYPE = ("GRU", "GRUCell", "LSTMCell")
 
 
-def _autocast_dtype(device_type: str, kind: str, weight_dtype: torch.dtype):
+def _autocast_dtype(device_type: str, kind: str, state_dtype: torch.dtype):
     """The dtype torch.nn's `kind` (a mode or a cell's name) computes in under autocast, or
-    None outside autocast. The float32 kinds run wholly in the weights' dtype, whatever
-    mix of dtypes the input and states come in."""
+    None outside autocast. `state_dtype` is h's dtype (the input's when no hx is given)."""
     if not torch.is_autocast_enabled(device_type):
         return None
-    if device_type == "cpu" and kind in _CPU_AUTOCAST_KEEPS_DTYPE:
-        return weight_dtype
-    return torch.get_autocast_dtype(device_type)
+    low = torch.get_autocast_dtype(device_type)
+    if device_type == "cpu" and kind in _CPU_AUTOCAST_KEEPS_STATE_DTYPE:
+        return torch.promote_types(low, state_dtype)
+    return low
 
 
 class RNNBase(nn.RNNBase):
@@ -104,7 +105,7 @@ class RNNBase(nn.RNNBase):
         """Runs the stack on time-major input; handles devices and autocast."""
         weights = self._weights()
         _check_devices(input, weights, states)
-        cast = _autocast_dtype(input.device.type, self.mode, weights[0].dtype)
+        cast = _autocast_dtype(input.device.type, self.mode, states[0].dtype)
         if cast is None:
             return self._run(input, states, weights, lengths)
         # The ops themselves never autocast (rnnkit/ops.py): they get these dtypes.
@@ -332,7 +333,7 @@ def _cell_prepare(cell, name, input, hx, n_states):
         _check_cell(input, s, cell, f"hidden{i}")
     weights = _cell_weights(cell)
     _check_devices(input, weights, states)
-    cast = _autocast_dtype(input.device.type, name, weights[0].dtype)
+    cast = _autocast_dtype(input.device.type, name, states[0].dtype)
     if cast is not None:
         input, states = input.to(cast), tuple(s.to(cast) for s in states)
         weights = [w.to(cast) for w in weights]

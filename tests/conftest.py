@@ -23,6 +23,13 @@ def pytest_configure(config):
                             "ignore:LSTM with projections is not supported with oneDNN")
 
 
+def pytest_collection_modifyitems(config, items):
+    # On a GPU validation run a CUDA test that skips proves nothing: refuse to start.
+    if os.environ.get("RNNKIT_EXPECT_CUDA") == "1" and not torch.cuda.is_available():
+        if any(item.get_closest_marker("cuda") for item in items):
+            raise pytest.UsageError("RNNKIT_EXPECT_CUDA=1 but torch sees no CUDA device")
+
+
 def pytest_report_header(config):
     return f"rnnkit parity tests: RNNKIT_TEST_SEED={_BASE_SEED}"
 

@@ -1,0 +1,86 @@
+"""python -m rnnkit.bench: its command line, its table and its JSON (no timings asserted)."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from rnnkit import bench
+
+TINY = ["--sizes", "3:2:4:5", "--repeats", "1", "--threads", "1"]
+
+
+def test_run_writes_a_row_per_case_to_json(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    assert bench.main(TINY + ["--modules", "lstm,GRU", "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    data = json.loads(out.read_text())
+    rows = data["results"]
+    assert [(r["module"], r["mode"]) for r in rows] == [
+        ("LSTM", "infer"), ("LSTM", "train"), ("GRU", "infer"), ("GRU", "train")]
+    for row in rows:
+        assert row["error"] is None
+        assert row["path"] in ("compiled", "reference")
+        assert row["size"] == {"T": 3, "B": 2, "I": 4, "H": 5}
+        assert row["repeats"] == 1 and row["torch_ms"] > 0 and row["rnnkit_ms"] > 0
+        assert row["ratio"] == pytest.approx(row["torch_ms"] / row["rnnkit_ms"])
+        # The table names the row's path next to its numbers.
+        assert any(line.startswith(row["module"]) and row["mode"] in line and row["path"] in line
+                   for line in printed.splitlines())
+    assert data["machine"]["threads"] == 1
+
+
+def test_train_mode_leaves_equal_gradients_on_both_sides():
+    case = bench.Case("GRU", bench.Size(4, 3, 5, 6), "train", num_layers=2, bidirectional=True)
+    run_torch, run_rnnkit = bench.make_pair(case)
+    # make_pair owns its modules; reach them through the closures' cells.
+    modules = [next(c.cell_contents for c in fn.__closure__
+                    if isinstance(c.cell_contents, bench.nn.Module))
+               for fn in (run_torch, run_rnnkit)]
+    run_torch()
+    run_rnnkit()
+    for (name, p), q in zip(modules[0].named_parameters(), modules[1].parameters()):
+        bench.torch.testing.assert_close(q.grad, p.grad, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_time_pair_alternates_and_counts():
+    calls = []
+    a_times, b_times = bench.time_pair(lambda: calls.append("a"), lambda: calls.append("b"),
+                                       warmup=1, repeats=4)
+    assert len(a_times) == len(b_times) == 4
+    # warm-up a b, then a b, b a, a b, b a: the one who goes first alternates.
+    assert "".join(calls) == "ab" + "ab" + "ba" + "ab" + "ba"
+
+
+def test_error_row_instead_of_exception():
+    case = bench.Case("LSTM", bench.Size(3, 2, 4, 5), "sideways")
+    result = bench.run_case(case, repeats=1)
+    assert result.path == "error" and "mode" in result.error
+    assert "error:" in bench.format_table([result])
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--sizes", "1:2:3"], "T:B:I:H"),
+    (["--sizes", "1:2:x:4"], "integers"),
+    (["--sizes", "0:2:3:4"], "positive"),
+    (["--modules", "LSTM,TRANSFORMER"], "comma-separated list"),
+    (["--dtype", "int8"], "invalid choice"),
+    (["--mode", "fast"], "invalid choice"),
+    (["--repeats", "0"], "positive integer"),
+    (["--budget", "-1"], "positive number"),
+    (["--json", "/no/such/dir/out.json"], "no such directory"),
+])
+def test_bad_flags_are_argparse_errors(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        bench.main(argv)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_module_entry_point_prints_the_table():
+    done = subprocess.run([sys.executable, "-m", "rnnkit.bench", *TINY, "--modules", "RNN",
+                           "--mode", "infer"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "ratio" in done.stdout and "RNN" in done.stdout
+    assert "Traceback" not in done.stderr

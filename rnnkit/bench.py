@@ -59,13 +59,13 @@ class Size:
 
 
 # Sizes for the default run. On a CPU they are chosen so that the whole default
-# run (3 modules x 3 sizes x 2 modes) stays well under a minute on two cores even
+# run (3 modules x 3 sizes x 2 modes) stays under a minute on two cores even
 # on the reference path: the largest size is what dominates.
 DEFAULT_SIZES = {
     "cpu": (Size(100, 1, 128, 128), Size(100, 16, 256, 256), Size(50, 64, 512, 512)),
     "cuda": (Size(100, 1, 128, 128), Size(100, 64, 512, 512), Size(100, 256, 1024, 1024)),
 }
-DEFAULT_BUDGET_S = {"cpu": 40.0, "cuda": 60.0}
+DEFAULT_BUDGET_S = {"cpu": 30.0, "cuda": 60.0}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -462,7 +462,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "budget, between 3 and 30)")
     parser.add_argument("--budget", type=positive_float, default=None,
                         help="seconds for the whole run when --repeats is not given, shared "
-                             "evenly by the rows (default: 40 on cpu, 60 on cuda)")
+                             "evenly by the rows (default: 30 on cpu, 60 on cuda)")
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     parser.add_argument("--plot", metavar="FILE.png",
                         help="also plot the speedups (needs matplotlib: pip install "

@@ -62,7 +62,7 @@ class Size:
 # run (3 modules x 3 sizes x 2 modes) stays under a minute on two cores even
 # on the reference path: the largest size is what dominates.
 DEFAULT_SIZES = {
-    "cpu": (Size(100, 1, 128, 128), Size(100, 16, 256, 256), Size(50, 64, 512, 512)),
+    "cpu": (Size(100, 1, 128, 128), Size(100, 8, 256, 256), Size(50, 64, 512, 512)),
     "cuda": (Size(100, 1, 128, 128), Size(100, 64, 512, 512), Size(100, 256, 1024, 1024)),
 }
 DEFAULT_BUDGET_S = {"cpu": 30.0, "cuda": 60.0}

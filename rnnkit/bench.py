@@ -21,6 +21,7 @@ import argparse
 import dataclasses
 import datetime
 import json
+import math
 import os
 import platform
 import statistics
@@ -327,12 +328,28 @@ def format_table(results: Sequence[Result]) -> str:
     return "\n".join([line(header), line(["-" * w for w in widths])] + [line(r) for r in rows])
 
 
+_RATIO_TICKS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.8, 0.9, 1.0, 1.2, 1.5, 2.0, 3.0, 5.0, 10.0, 20.0,
+                50.0, 100.0)
+
+
+def _spread_ticks(low: float, high: float) -> list[float]:
+    """Round ratios between low and high, 1 among them, no two closer than a tenth of
+    the (logarithmic) axis."""
+    gap = (math.log(high) - math.log(low)) / 10
+    ticks = [1.0]
+    for t in _RATIO_TICKS:
+        if low <= t <= high and all(abs(math.log(t) - math.log(u)) >= gap for u in ticks):
+            ticks.append(t)
+    return sorted(ticks)
+
+
 def plot(results: Sequence[Result], filename: str) -> None:
     """Speedup over torch.nn per size, one group of bars per size, one bar per module,
     one panel per mode."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     modes = [m for m in MODES if any(r.case.mode == m for r in results)]
     fig, axes = plt.subplots(1, len(modes), figsize=(6 * len(modes), 4), squeeze=False)
@@ -347,9 +364,17 @@ def plot(results: Sequence[Result], filename: str) -> None:
                 if r.case.module == module:
                     xs.append(sizes.index(str(r.case.size)) + (k - (len(modules) - 1) / 2) * width)
                     ys.append(r.ratio)
-            ax.bar(xs, ys, width, label=module)
+            # Bars grow from 1 (parity): up when rnnkit is faster, down when slower.
+            bars = ax.bar(xs, [y - 1 for y in ys], width, bottom=1.0, label=module)
+            ax.bar_label(bars, labels=[f"{y:.2f}x" for y in ys], fontsize=7)
         # Ratios multiply: a log axis shows 2x faster and 2x slower as equally far from 1.
         ax.set_yscale("log")
+        ratios = [r.ratio for r in rows] + [1.0]
+        low, high = min(ratios) / 1.15, max(ratios) * 1.15
+        ax.set_ylim(low, high)
+        ax.set_yticks(_spread_ticks(low, high))
+        ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda y, _: f"{y:g}x"))
+        ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.axhline(1.0, color="black", linewidth=0.8)
         ax.set_xticks(range(len(sizes)), sizes)
         ax.set_xlabel("T:B:I:H")

@@ -84,3 +84,10 @@ def test_module_entry_point_prints_the_table():
     assert done.returncode == 0, done.stderr
     assert "ratio" in done.stdout and "RNN" in done.stdout
     assert "Traceback" not in done.stderr
+
+
+def test_plot_writes_a_png(tmp_path):
+    pytest.importorskip("matplotlib")  # the optional extra rnnkit[bench]; CI installs it
+    out = tmp_path / "speedup.png"
+    assert bench.main(TINY + ["--modules", "GRU", "--plot", str(out)]) == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

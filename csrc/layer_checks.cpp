@@ -67,8 +67,9 @@ LayerSizes check_layer_forward(
   TORCH_CHECK(s.T > 0, "rnnkit::", op, ": expected a sequence of at least one step, got T = ",
               s.T);
 
+  // H = 0 passes: torch.nn's cells allow hidden_size=0 (its modules refuse it).
   TORCH_CHECK(w_hh.defined(), "rnnkit::", op, ": w_hh is undefined");
-  TORCH_CHECK(w_hh.dim() == 2 && w_hh.size(0) % G == 0 && w_hh.size(0) > 0, "rnnkit::", op,
+  TORCH_CHECK(w_hh.dim() == 2 && w_hh.size(0) % G == 0, "rnnkit::", op,
               ": expected w_hh of shape [", G, "*H, P], got ", w_hh.sizes());
   s.H = w_hh.size(0) / G;
   s.P = w_hh.size(1);

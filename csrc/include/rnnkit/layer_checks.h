@@ -33,6 +33,7 @@ struct LayerSizes {
 // kernel (0 <= lengths[b] <= T); any other kernel gets its lengths checked by
 // metadata alone and must handle their values on its device (the CUDA kernels
 // clamp them to [0, T], see csrc/cuda/layer_cuda.h).
+// H = 0 is allowed (torch.nn's cells accept hidden_size=0): every output is empty then.
 // Messages name `op_name` (without the "rnnkit::"), by default the cell's layer op.
 LayerSizes check_layer_forward(
     Cell cell,

@@ -23,6 +23,7 @@ const char* cell_name(Cell cell) {
 // The tensor must have exactly this shape, and input's dtype and device.
 void check_like_input(const char* op, const char* name, const at::Tensor& t,
                       at::IntArrayRef shape, const at::Tensor& input) {
+  TORCH_CHECK(t.defined(), "rnnkit::", op, ": ", name, " is undefined");
   TORCH_CHECK(t.sizes() == shape, "rnnkit::", op, ": expected ", name, " of shape ", shape,
               ", got ", t.sizes());
   TORCH_CHECK(t.scalar_type() == input.scalar_type(), "rnnkit::", op, ": expected ", name,
@@ -35,6 +36,7 @@ void check_like_input(const char* op, const char* name, const at::Tensor& t,
 
 LayerSizes check_layer_forward(
     Cell cell,
+    c10::DeviceType device_type,
     const at::Tensor& input,
     const std::optional<at::Tensor>& lengths,
     const at::Tensor& h0,
@@ -43,9 +45,14 @@ LayerSizes check_layer_forward(
     const at::Tensor& w_hh,
     const std::optional<at::Tensor>& b_ih,
     const std::optional<at::Tensor>& b_hh,
-    const std::optional<at::Tensor>& w_hr) {
-  const char* op = cell_name(cell);
+    const std::optional<at::Tensor>& w_hr,
+    const char* op_name) {
+  const char* op = op_name != nullptr ? op_name : cell_name(cell);
   const int64_t G = gate_count(cell);
+  TORCH_CHECK(input.defined(), "rnnkit::", op, ": input is undefined");
+  TORCH_CHECK(input.device().type() == device_type, "rnnkit::", op, ": expected input on a ",
+              c10::DeviceTypeName(device_type, /*lower_case=*/true), " device, got ",
+              input.device());
   TORCH_CHECK(input.dim() == 3, "rnnkit::", op, ": expected time-major input [T, B, I], got ",
               input.dim(), "-D input of shape ", input.sizes());
   const auto dtype = input.scalar_type();
@@ -60,7 +67,9 @@ LayerSizes check_layer_forward(
   TORCH_CHECK(s.T > 0, "rnnkit::", op, ": expected a sequence of at least one step, got T = ",
               s.T);
 
-  TORCH_CHECK(w_hh.dim() == 2 && w_hh.size(0) % G == 0 && w_hh.size(0) > 0, "rnnkit::", op,
+  // H = 0 passes: torch.nn's cells allow hidden_size=0 (its modules refuse it).
+  TORCH_CHECK(w_hh.defined(), "rnnkit::", op, ": w_hh is undefined");
+  TORCH_CHECK(w_hh.dim() == 2 && w_hh.size(0) % G == 0, "rnnkit::", op,
               ": expected w_hh of shape [", G, "*H, P], got ", w_hh.sizes());
   s.H = w_hh.size(0) / G;
   s.P = w_hh.size(1);
@@ -97,7 +106,8 @@ LayerSizes check_layer_forward(
     TORCH_CHECK(len.device() == input.device(), "rnnkit::", op,
                 ": expected lengths on the input's device ", input.device(), ", got ",
                 len.device());
-    if (len.is_cpu()) {
+    // Elsewhere the values stay on the device: reading them here would synchronise.
+    if (device_type == c10::DeviceType::CPU) {
       check_lengths_values(len, s.T);
     }
   }

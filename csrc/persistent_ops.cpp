@@ -34,6 +34,7 @@
 #include <c10/cuda/CUDAGuard.h>
 
 #include "cuda/persistent/persistent_forward.h"
+#include "rnnkit/layer_checks.h"
 #endif
 
 namespace rnnkit {
@@ -158,53 +159,29 @@ bool present(const std::optional<at::Tensor>& t) { return t.has_value() && t->de
 std::vector<LayerOutputs> run_directions(const char* name, Cell cell, const at::Tensor& input_,
                                          const std::optional<at::Tensor>& lengths_,
                                          const std::vector<DirectionInputs>& dirs) {
-  TORCH_CHECK(input_.is_cuda(), name, ": input must be a CUDA tensor");
-  TORCH_CHECK(input_.dim() == 3, name, ": input must be [T, B, I]");
-  const int64_t G = gate_count(cell);
-  const int64_t T = input_.size(0), B = input_.size(1), I = input_.size(2);
-  const int64_t H = dirs[0].w_hh.size(0) / G;
-  const int64_t P = dirs[0].w_hh.size(1);
-  const auto dtype = input_.scalar_type();
-  auto same_kind = [&](const at::Tensor& t) {
-    TORCH_CHECK(t.scalar_type() == dtype && t.device() == input_.device(), name,
-                ": all tensors must share input's dtype and device");
-  };
-  for (const DirectionInputs& d : dirs) {
-    TORCH_CHECK(d.w_hh.dim() == 2 && d.w_hh.size(0) == G * H && d.w_hh.size(1) == P, name,
-                ": w_hh must be [G*H, P]");
-    TORCH_CHECK(d.w_ih.dim() == 2 && d.w_ih.size(0) == G * H && d.w_ih.size(1) == I, name,
-                ": w_ih must be [G*H, I]");
-    TORCH_CHECK(d.h0.dim() == 2 && d.h0.size(0) == B && d.h0.size(1) == P, name,
-                ": h0 must be [B, P]");
-    TORCH_CHECK(present(d.b_ih) == present(d.b_hh), name, ": b_ih and b_hh come together");
-    same_kind(d.h0);
-    same_kind(d.w_ih);
-    same_kind(d.w_hh);
-    if (present(d.b_ih)) {
-      TORCH_CHECK(d.b_ih->numel() == G * H && d.b_hh->numel() == G * H, name,
-                  ": biases must be [G*H]");
-      same_kind(*d.b_ih);
-      same_kind(*d.b_hh);
-    }
-    if (cell == Cell::LSTM) {
-      TORCH_CHECK(present(d.c0) && d.c0->dim() == 2 && d.c0->size(0) == B && d.c0->size(1) == H,
-                  name, ": c0 must be [B, H]");
-      same_kind(*d.c0);
-    }
+  // The layer ops' own checks (metadata only), for each direction.
+  LayerSizes s;
+  for (size_t i = 0; i < dirs.size(); ++i) {
+    const DirectionInputs& d = dirs[i];
+    const LayerSizes di = check_layer_forward(
+        cell, at::kCUDA, input_, lengths_, d.h0, cell == Cell::LSTM ? &*d.c0 : nullptr, d.w_ih,
+        d.w_hh, d.b_ih, d.b_hh, std::nullopt, name);
+    TORCH_CHECK(i == 0 || di.H == s.H, "rnnkit::", name,
+                ": both directions must have the same hidden size, got ", s.H, " and ", di.H);
+    s = di;
   }
+  const int64_t T = s.T, B = s.B, I = s.I, H = s.H, P = s.P;
+  const auto dtype = input_.scalar_type();
   const c10::cuda::CUDAGuard guard(input_.device());
 
   persistent::Plan plan = plan_here(cell, B, H, P, to_dtype(dtype),
                                     static_cast<int64_t>(dirs.size()));
-  TORCH_CHECK(plan.fits, name, ": the persistent kernel does not apply here: ", plan.reason);
+  TORCH_CHECK(plan.fits, "rnnkit::", name, ": the persistent kernel does not apply here: ",
+              plan.reason);
 
   const at::Tensor input = input_.contiguous();
   const at::Tensor x2d = input.view({T * B, I});
-  at::Tensor lengths;
-  if (present(lengths_)) {
-    TORCH_CHECK(lengths_->dim() == 1 && lengths_->size(0) == B, name, ": lengths must be [B]");
-    lengths = lengths_->to(input.device(), at::kLong).contiguous();
-  }
+  const at::Tensor lengths = present(lengths_) ? lengths_->contiguous() : at::Tensor();
   // Zero-initialised step counters, one per direction (their own barrier each).
   const at::Tensor counters =
       at::zeros({static_cast<int64_t>(dirs.size())}, input.options().dtype(at::kInt));
@@ -252,12 +229,12 @@ std::vector<LayerOutputs> run_directions(const char* name, Cell cell, const at::
   }
   const std::string error = persistent::launch_forward(
       cell, to_dtype(dtype), launch, plan, at::cuda::getCurrentCUDAStream().stream());
-  TORCH_CHECK(error.empty(), name, ": ", error);
+  TORCH_CHECK(error.empty(), "rnnkit::", name, ": ", error);
   return outs;
 }
 
 void check_no_projection(const char* name, const std::optional<at::Tensor>& w_hr) {
-  TORCH_CHECK(!present(w_hr), name, ": LSTM projections (w_hr) are not supported");
+  TORCH_CHECK(!present(w_hr), "rnnkit::", name, ": LSTM projections (w_hr) are not supported");
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_layer_persistent(

@@ -156,6 +156,18 @@ def _fake_forward(cell, input, h0, w_hh):
     return output, h0.new_empty(h0.shape), reserve, H
 
 
+def _fake_gru(input, h0, w_hh):
+    """(output, h_n, reserve) of one GRU direction."""
+    output, h_n, reserve, _ = _fake_forward("gru", input, h0, w_hh)
+    return output, h_n, reserve
+
+
+def _fake_lstm(input, h0, c0, w_hh):
+    """(output, h_n, c_n, reserve) of one LSTM direction."""
+    output, h_n, reserve, _ = _fake_forward("lstm", input, h0, w_hh)
+    return output, h_n, c0.new_empty(c0.shape), reserve
+
+
 def _like_or_empty(t, like):
     return like.new_empty((0,)) if t is None else t.new_empty(t.shape)
 
@@ -168,15 +180,19 @@ def _register_fakes():
         output, h_n, reserve, _ = _fake_forward("rnn", input, h0, w_hh)
         return output, h_n, reserve
 
-    @lib.register_fake("rnnkit::gru_layer")
-    def _(input, lengths, h0, w_ih, w_hh, b_ih, b_hh, reverse):
-        output, h_n, reserve, _ = _fake_forward("gru", input, h0, w_hh)
-        return output, h_n, reserve
+    def fake_gru_layer(input, lengths, h0, w_ih, w_hh, b_ih, b_hh, reverse):
+        return _fake_gru(input, h0, w_hh)
 
-    @lib.register_fake("rnnkit::lstm_layer")
-    def _(input, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse):
-        output, h_n, reserve, _ = _fake_forward("lstm", input, h0, w_hh)
-        return output, h_n, c0.new_empty(c0.shape), reserve
+    def fake_lstm_layer(input, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse):
+        return _fake_lstm(input, h0, c0, w_hh)
+
+    # The persistent forward ops (csrc/persistent_ops.cpp) take the layer ops'
+    # arguments and return their outputs. Their schemas are declared in every build,
+    # their kernels only in CUDA builds.
+    for op, fake in (("gru_layer", fake_gru_layer), ("lstm_layer", fake_lstm_layer),
+                     ("gru_layer_persistent", fake_gru_layer),
+                     ("lstm_layer_persistent", fake_lstm_layer)):
+        lib.register_fake(f"rnnkit::{op}", fake)
 
     def _weight_grads(input, *weights):
         return tuple(_like_or_empty(w, input) for w in weights)
@@ -198,6 +214,19 @@ def _register_fakes():
           reverse, output, reserve):
         return (input.new_empty(input.shape), h0.new_empty(h0.shape), c0.new_empty(c0.shape),
                 *_weight_grads(input, w_ih, w_hh, b_ih, b_hh, w_hr))
+
+    # Both directions in one persistent launch: each direction's layer outputs.
+
+    @lib.register_fake("rnnkit::lstm_bidirectional_layer_persistent")
+    def _(input, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, h0_reverse, c0_reverse, w_ih_reverse,
+          w_hh_reverse, b_ih_reverse, b_hh_reverse):
+        return (*_fake_lstm(input, h0, c0, w_hh),
+                *_fake_lstm(input, h0_reverse, c0_reverse, w_hh_reverse))
+
+    @lib.register_fake("rnnkit::gru_bidirectional_layer_persistent")
+    def _(input, lengths, h0, w_ih, w_hh, b_ih, b_hh, h0_reverse, w_ih_reverse, w_hh_reverse,
+          b_ih_reverse, b_hh_reverse):
+        return (*_fake_gru(input, h0, w_hh), *_fake_gru(input, h0_reverse, w_hh_reverse))
 
 
 # ---------------------------------------------------------------------------

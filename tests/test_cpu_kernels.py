@@ -42,7 +42,7 @@ class Case:
         self.sizes = dict(T=T, B=B, I=I, H=H, P=P, bias=bias, reverse=reverse,
                           lengths=None if lengths is None else lengths.tolist(), dtype=dtype)
         G, width = GATES[cell], P if P is not None else H
-        scale = H ** -0.5
+        scale = max(H, 1) ** -0.5
         opts = dict(dtype=dtype)
 
         def weight(*shape):
@@ -342,3 +342,54 @@ def test_bad_shapes_and_dtypes_raise(cell):
         broken = list(args)
         broken[0] = case.input[:0]
         case.op(*broken)
+
+
+# ---------------------------------------------------------------------------
+# hidden_size = 0: torch.nn's cells allow it (its modules do not), so the layer ops
+# accept H = 0 and return empty outputs and gradients.
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("lengths", [None, torch.tensor([3, 0, 1])], ids=["dense", "packed"])
+@pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
+def test_hidden_size_zero_matches_reference(cell, dtype, lengths, reverse):
+    case = Case(cell, T=3, B=3, I=4, H=0, dtype=dtype, lengths=lengths, reverse=reverse)
+    check_against_reference(case, seed=None, atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("kind", ["RNNCell", "GRUCell", "LSTMCell"])
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("batched", [True, False])
+@pytest.mark.parametrize("with_hx", [False, True])
+def test_cells_with_hidden_size_zero_match_torch_nn(kind, bias, batched, with_hx):
+    torch.manual_seed(0)
+    ours = getattr(rnnkit, kind)(3, 0, bias=bias).double()
+    theirs = getattr(torch.nn, kind)(3, 0, bias=bias).double()
+    theirs.load_state_dict(ours.state_dict())
+
+    def run(module):
+        x = torch.randn(2, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+        if not batched:
+            x = x[0]
+        x.requires_grad_(True)
+        state = torch.zeros(*x.shape[:-1], 0, dtype=torch.float64)
+        hx = None
+        if with_hx:
+            hx = (state, state.clone()) if kind == "LSTMCell" else state
+        out = module(x, hx)
+        outs = out if isinstance(out, tuple) else (out,)
+        sum(o.sum() for o in outs).backward()
+        return outs, x.grad, [p.grad for p in module.parameters()]
+
+    with ops.record_paths() as paths:
+        got = run(ours)
+    assert paths and all(path == "compiled" for _, _, path in paths), paths
+    want = run(theirs)
+    for g, w in zip(got[0], want[0]):
+        assert g.shape == w.shape and g.dtype == w.dtype
+    torch.testing.assert_close(got[1], want[1])
+    for g, w in zip(got[2], want[2]):
+        assert (g is None) == (w is None)
+        if w is not None:
+            assert g.shape == w.shape

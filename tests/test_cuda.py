@@ -66,7 +66,7 @@ def make_args(cell, T=7, B=5, I=6, H=8, P=5, bias=True, lengths="none", dtype=to
     # Weights scaled like torch.nn's init (1/sqrt(fan_in)), so that even a relu RNN
     # stays finite over the sequence in float16.
     args = dict(input=rand(T, B, I, scale=1.0), h0=rand(B, P), w_ih=rand(G * H, I, scale=I**-0.5),
-                w_hh=rand(G * H, P, scale=P**-0.5), b_ih=rand(G * H, scale=0.1) if bias else None,
+                w_hh=rand(G * H, P, scale=max(P, 1)**-0.5), b_ih=rand(G * H, scale=0.1) if bias else None,
                 b_hh=rand(G * H, scale=0.1) if bias else None)
     if lengths == "none":
         args["lengths"] = None
@@ -208,6 +208,18 @@ def test_single_step_and_single_sequence():
         assert_all_close(out, forward(reference, cell, a, False), rtol=1e-9, atol=1e-10)
         assert_all_close(backward(torch.ops.rnnkit, cell, a, False, out),
                          backward(reference, cell, a, False, out), rtol=1e-8, atol=1e-9)
+
+
+@pytest.mark.parametrize("cell", ["rnn_tanh", "rnn_relu", "gru", "lstm"])
+@pytest.mark.parametrize("lengths", ["none", "with_zero"])
+def test_hidden_size_zero(cell, lengths):
+    # torch.nn's cells allow hidden_size=0: empty outputs, and zero or empty gradients.
+    a = make_args(cell, H=0, lengths=lengths)
+    for reverse in (False, True):
+        out = forward(torch.ops.rnnkit, cell, a, reverse)
+        assert_all_close(out, forward(reference, cell, a, reverse), rtol=0, atol=0)
+        assert_all_close(backward(torch.ops.rnnkit, cell, a, reverse, out),
+                         backward(reference, cell, a, reverse, out), rtol=0, atol=0)
 
 
 # ---------------------------------------------------------------------------

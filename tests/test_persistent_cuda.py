@@ -192,3 +192,46 @@ def test_bidirectional_in_one_launch(cell, dtype, packed):
     for i, (a, b, c) in enumerate(zip(got, want, alone)):
         torch.testing.assert_close(a.to(b.dtype), b, atol=tol, rtol=tol, msg=f"output {i}")
         torch.testing.assert_close(a, c, atol=tol, rtol=tol, msg=f"output {i} vs alone")
+
+
+# ---------------------------------------------------------------------------
+# opcheck: schema, fake kernel (rnnkit/ops.py), autograd registration and
+# torch.compile's dispatch, on the real kernels. The ops are forward-only, so
+# their inputs do not require grad.
+
+
+def persistent_call(cell, fwd, rev=None, reverse=False):
+    """(op, args): the persistent op over one direction (fwd), or both (fwd, rev)."""
+    def direction(d):
+        c0 = (d["c0"],) if cell == "lstm" else ()
+        return (d["h0"], *c0, d["w_ih"], d["w_hh"], d["b_ih"], d["b_hh"])
+
+    if rev is None:
+        op = getattr(torch.ops.rnnkit, f"{cell}_layer_persistent").default
+        w_hr = (None,) if cell == "lstm" else ()
+        return op, (fwd["input"], fwd["lengths"], *direction(fwd), *w_hr, reverse)
+    op = getattr(torch.ops.rnnkit, f"{cell}_bidirectional_layer_persistent").default
+    return op, (fwd["input"], fwd["lengths"], *direction(fwd), *direction(rev))
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.parametrize("directions", [1, 2])
+@pytest.mark.parametrize("packed", [False, True], ids=["dense", "packed"])
+def test_opcheck(cell, directions, packed):
+    B, H = 4, 64
+    fits, reason, _ = torch.ops.rnnkit.persistent_plan_current_device(
+        cell, B, H, H, torch.bfloat16, directions)
+    if not fits:
+        pytest.skip(reason)
+    fwd = make_layer(cell, 5, B, 8, H, torch.bfloat16, packed=packed, seed=1)
+    rev = make_layer(cell, 5, B, 8, H, torch.bfloat16, seed=2) if directions == 2 else None
+    torch.library.opcheck(*persistent_call(cell, fwd, rev, reverse=True))
+
+
+def test_opcheck_plan_current_device():
+    # It returns no tensors (a str and a Dict, which test_aot_dispatch_dynamic cannot
+    # compare), so the other checks only.
+    torch.library.opcheck(torch.ops.rnnkit.persistent_plan_current_device.default,
+                          ("lstm", 16, 768, 768, torch.bfloat16),
+                          test_utils=("test_schema", "test_autograd_registration",
+                                      "test_faketensor"))

@@ -182,3 +182,12 @@ def test_never_plans_a_grid_that_cannot_be_resident(device):
         else:
             assert reason
     assert checked > 200
+
+
+def test_opcheck():
+    # persistent_plan returns no tensors (a str and a Dict, which
+    # test_aot_dispatch_dynamic cannot compare), so the other checks only.
+    args = ("lstm", 16, 768, 768, torch.bfloat16, *H100.values())
+    torch.library.opcheck(torch.ops.rnnkit.persistent_plan.default, args,
+                          test_utils=("test_schema", "test_autograd_registration",
+                                      "test_faketensor"))

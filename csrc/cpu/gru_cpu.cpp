@@ -124,8 +124,8 @@ struct GruBackward {
 std::tuple<Tensor, Tensor, Tensor> gru_layer(
     const Tensor& input, const OptTensor& lengths, const Tensor& h0, const Tensor& w_ih,
     const Tensor& w_hh, const OptTensor& b_ih, const OptTensor& b_hh, bool reverse) {
-  const LayerSizes sz =
-      check_layer_forward(Cell::GRU, input, lengths, h0, nullptr, w_ih, w_hh, b_ih, b_hh, {});
+  const LayerSizes sz = check_layer_forward(Cell::GRU, at::kCPU, input, lengths, h0, nullptr, w_ih,
+                                            w_hh, b_ih, b_hh, {});
   const int64_t T = sz.T, B = sz.B, H = sz.H;
   const auto dtype = input.scalar_type();
   const auto ct = compute_dtype(dtype);
@@ -164,8 +164,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_layer_backward(
     const OptTensor& lengths, const Tensor& h0, const Tensor& w_ih, const Tensor& w_hh,
     const OptTensor& b_ih, const OptTensor& b_hh, bool reverse, const Tensor& output,
     const Tensor& reserve) {
-  const LayerSizes sz =
-      check_layer_forward(Cell::GRU, input, lengths, h0, nullptr, w_ih, w_hh, b_ih, b_hh, {});
+  const LayerSizes sz = check_layer_forward(Cell::GRU, at::kCPU, input, lengths, h0, nullptr, w_ih,
+                                            w_hh, b_ih, b_hh, {}, "gru_layer_backward");
   check_layer_backward(Cell::GRU, sz, input, grad_output, grad_h_n, nullptr, output, reserve);
   const int64_t T = sz.T, B = sz.B, I = sz.I, H = sz.H;
   const auto dtype = input.scalar_type();

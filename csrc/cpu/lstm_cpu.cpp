@@ -191,8 +191,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_layer(
     const Tensor& input, const OptTensor& lengths, const Tensor& h0, const Tensor& c0,
     const Tensor& w_ih, const Tensor& w_hh, const OptTensor& b_ih, const OptTensor& b_hh,
     const OptTensor& w_hr, bool reverse) {
-  const LayerSizes sz =
-      check_layer_forward(Cell::LSTM, input, lengths, h0, &c0, w_ih, w_hh, b_ih, b_hh, w_hr);
+  const LayerSizes sz = check_layer_forward(Cell::LSTM, at::kCPU, input, lengths, h0, &c0, w_ih,
+                                            w_hh, b_ih, b_hh, w_hr);
   const int64_t T = sz.T, B = sz.B, H = sz.H, P = sz.P;
   const auto dtype = input.scalar_type();
   const auto ct = compute_dtype(dtype);
@@ -232,8 +232,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_
     const OptTensor& lengths, const Tensor& h0, const Tensor& c0, const Tensor& w_ih,
     const Tensor& w_hh, const OptTensor& b_ih, const OptTensor& b_hh, const OptTensor& w_hr,
     bool reverse, const Tensor& output, const Tensor& reserve) {
-  const LayerSizes sz =
-      check_layer_forward(Cell::LSTM, input, lengths, h0, &c0, w_ih, w_hh, b_ih, b_hh, w_hr);
+  const LayerSizes sz = check_layer_forward(Cell::LSTM, at::kCPU, input, lengths, h0, &c0, w_ih,
+                                            w_hh, b_ih, b_hh, w_hr, "lstm_layer_backward");
   check_layer_backward(Cell::LSTM, sz, input, grad_output, grad_h_n, &grad_c_n, output, reserve);
   const int64_t T = sz.T, B = sz.B, I = sz.I, H = sz.H, P = sz.P;
   const auto dtype = input.scalar_type();

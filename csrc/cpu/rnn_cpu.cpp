@@ -95,8 +95,8 @@ std::tuple<Tensor, Tensor, Tensor> rnn_layer(
     const Tensor& input, const OptTensor& lengths, const Tensor& h0, const Tensor& w_ih,
     const Tensor& w_hh, const OptTensor& b_ih, const OptTensor& b_hh, bool reverse, bool relu) {
   const Cell cell = relu ? Cell::RNN_RELU : Cell::RNN_TANH;
-  const LayerSizes sz =
-      check_layer_forward(cell, input, lengths, h0, nullptr, w_ih, w_hh, b_ih, b_hh, {});
+  const LayerSizes sz = check_layer_forward(cell, at::kCPU, input, lengths, h0, nullptr, w_ih,
+                                            w_hh, b_ih, b_hh, {});
   const int64_t T = sz.T, B = sz.B, H = sz.H;
   const auto dtype = input.scalar_type();
   const auto ct = compute_dtype(dtype);
@@ -128,8 +128,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> rnn_layer_backward(
     const OptTensor& b_ih, const OptTensor& b_hh, bool reverse, bool relu, const Tensor& output,
     const Tensor& reserve) {
   const Cell cell = relu ? Cell::RNN_RELU : Cell::RNN_TANH;
-  const LayerSizes sz =
-      check_layer_forward(cell, input, lengths, h0, nullptr, w_ih, w_hh, b_ih, b_hh, {});
+  const LayerSizes sz = check_layer_forward(cell, at::kCPU, input, lengths, h0, nullptr, w_ih,
+                                            w_hh, b_ih, b_hh, {}, "rnn_layer_backward");
   check_layer_backward(cell, sz, input, grad_output, grad_h_n, nullptr, output, reserve);
   const int64_t T = sz.T, B = sz.B, I = sz.I, H = sz.H;
   const auto dtype = input.scalar_type();

@@ -201,12 +201,14 @@ void seed_hidden_grad(const at::Tensor& grad_h_n, const at::Tensor& grad_output,
 inline void hidden_weight_grad(at::Tensor& grad_w_hh, const at::Tensor& dgates_h,
                                const at::Tensor& dgates_first, const at::Tensor& output,
                                const at::Tensor& h0, bool reverse) {
-  const int64_t T = dgates_h.size(0);
+  // Explicit row counts throughout: with H = 0 (or B = 0) a -1 could not be inferred.
+  const int64_t T = dgates_h.size(0), B = dgates_h.size(1);
   const int64_t GH = dgates_h.size(2), P = output.size(2);
   if (T > 1) {
     // Forward: steps 1..T-1 follow steps 0..T-2. Reverse: steps 0..T-2 follow 1..T-1.
-    const at::Tensor later = dgates_h.narrow(0, reverse ? 0 : 1, T - 1).reshape({-1, GH});
-    const at::Tensor earlier = output.narrow(0, reverse ? 1 : 0, T - 1).reshape({-1, P});
+    const int64_t rows = (T - 1) * B;
+    const at::Tensor later = dgates_h.narrow(0, reverse ? 0 : 1, T - 1).reshape({rows, GH});
+    const at::Tensor earlier = output.narrow(0, reverse ? 1 : 0, T - 1).reshape({rows, P});
     at::mm_out(grad_w_hh, later.t(), earlier);
     at::addmm_out(grad_w_hh, grad_w_hh, dgates_first.t(), h0);
   } else {
@@ -218,16 +220,17 @@ inline void hidden_weight_grad(at::Tensor& grad_w_hh, const at::Tensor& dgates_h
 // over all T·B rows.
 inline void input_grads(at::Tensor& grad_input, at::Tensor& grad_w_ih, const at::Tensor& dgates_x,
                         const at::Tensor& input, const at::Tensor& w_ih) {
+  const int64_t rows = dgates_x.size(0) * dgates_x.size(1);
   const int64_t GH = dgates_x.size(2), I = input.size(2);
-  const at::Tensor dg = dgates_x.view({-1, GH});
-  at::Tensor dx = grad_input.view({-1, I});
+  const at::Tensor dg = dgates_x.view({rows, GH});
+  at::Tensor dx = grad_input.view({rows, I});
   at::mm_out(dx, dg, w_ih);
-  at::mm_out(grad_w_ih, dg.t(), input.view({-1, I}));
+  at::mm_out(grad_w_ih, dg.t(), input.view({rows, I}));
 }
 
 // Sum of a [T, B, N] gradient over its T·B rows, into grad [N].
 inline void row_sum(at::Tensor& grad, const at::Tensor& dgates) {
-  at::sum_out(grad, dgates.view({-1, dgates.size(2)}), {0});
+  at::sum_out(grad, dgates.view({dgates.size(0) * dgates.size(1), dgates.size(2)}), {0});
 }
 
 }  // namespace cuda

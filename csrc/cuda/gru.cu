@@ -10,11 +10,11 @@
 // (dn for x·W_inᵀ, r·dn for W_hn h), so both are kept: dgates_x and dgates_h.
 
 #include "common.cuh"
-#include "cuda_checks.h"
 #include "layer_cuda.h"
 
 #include <c10/cuda/CUDAGuard.h>
 #include <rnnkit/cells.h>
+#include <rnnkit/layer_checks.h>
 
 namespace rnnkit {
 namespace cuda {
@@ -272,8 +272,8 @@ std::tuple<Tensor, Tensor, Tensor> gru_layer(const Tensor& input_, const OptTens
                                              const Tensor& h0_, const Tensor& w_ih_,
                                              const Tensor& w_hh_, const OptTensor& b_ih_,
                                              const OptTensor& b_hh_, bool reverse) {
-  const LayerSizes s = check_forward_args("rnnkit::gru_layer", Cell::GRU, input_, lengths_, h0_,
-                                          nullptr, w_ih_, w_hh_, b_ih_, b_hh_, std::nullopt);
+  const LayerSizes s = check_layer_forward(Cell::GRU, at::kCUDA, input_, lengths_, h0_, nullptr,
+                                           w_ih_, w_hh_, b_ih_, b_hh_, std::nullopt);
   const c10::cuda::CUDAGuard device_guard(input_.device());
   const Tensor input = input_.contiguous(), h0 = h0_.contiguous();
   const Tensor w_ih = w_ih_.contiguous(), w_hh = w_hh_.contiguous();
@@ -297,11 +297,10 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_layer_backward(
     const OptTensor& lengths_, const Tensor& h0_, const Tensor& w_ih_, const Tensor& w_hh_,
     const OptTensor& b_ih_, const OptTensor& b_hh_, bool reverse, const Tensor& output_,
     const Tensor& reserve_) {
-  const char* op = "rnnkit::gru_layer_backward";
-  const LayerSizes s = check_forward_args(op, Cell::GRU, input_, lengths_, h0_, nullptr, w_ih_,
-                                          w_hh_, b_ih_, b_hh_, std::nullopt);
-  check_backward_args(op, Cell::GRU, s, input_, grad_output_, grad_h_n_, nullptr, output_,
-                      reserve_);
+  const LayerSizes s = check_layer_forward(Cell::GRU, at::kCUDA, input_, lengths_, h0_, nullptr,
+                                           w_ih_, w_hh_, b_ih_, b_hh_, std::nullopt,
+                                           "gru_layer_backward");
+  check_layer_backward(Cell::GRU, s, input_, grad_output_, grad_h_n_, nullptr, output_, reserve_);
   const c10::cuda::CUDAGuard device_guard(input_.device());
   const Tensor grad_output = grad_output_.contiguous(), grad_h_n = grad_h_n_.contiguous();
   const Tensor input = input_.contiguous(), h0 = h0_.contiguous();

@@ -18,6 +18,9 @@
 //   grad_output [T, B, P], grad_h_n [B, P], grad_c_n [B, H]
 //   output, reserve                     exactly what the forward op returned
 //
+// The arguments are checked by rnnkit/layer_checks.h, the CPU kernels' checks, on
+// their metadata alone (lengths values included: they are never read on the host).
+//
 // Ownership: the ops never write to their arguments. Every returned tensor is
 // freshly allocated; nothing returned aliases an argument or another result.
 // Non-contiguous arguments are accepted (made contiguous once, up front).

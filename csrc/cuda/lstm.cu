@@ -9,11 +9,11 @@
 // gradients and grad_input are whole-sequence GEMMs after the loop.
 
 #include "common.cuh"
-#include "cuda_checks.h"
 #include "layer_cuda.h"
 
 #include <c10/cuda/CUDAGuard.h>
 #include <rnnkit/cells.h>
+#include <rnnkit/layer_checks.h>
 
 namespace rnnkit {
 namespace cuda {
@@ -349,9 +349,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_layer(
     const Tensor& input_, const OptTensor& lengths_, const Tensor& h0_, const Tensor& c0_,
     const Tensor& w_ih_, const Tensor& w_hh_, const OptTensor& b_ih_, const OptTensor& b_hh_,
     const OptTensor& w_hr_, bool reverse) {
-  const char* op = "rnnkit::lstm_layer";
-  const LayerSizes s = check_forward_args(op, Cell::LSTM, input_, lengths_, h0_, &c0_, w_ih_,
-                                          w_hh_, b_ih_, b_hh_, w_hr_);
+  const LayerSizes s = check_layer_forward(Cell::LSTM, at::kCUDA, input_, lengths_, h0_, &c0_,
+                                           w_ih_, w_hh_, b_ih_, b_hh_, w_hr_);
   const c10::cuda::CUDAGuard device_guard(input_.device());
   const Tensor input = input_.contiguous(), h0 = h0_.contiguous(), c0 = c0_.contiguous();
   const Tensor w_ih = w_ih_.contiguous(), w_hh = w_hh_.contiguous();
@@ -375,11 +374,11 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_
     const Tensor& input_, const OptTensor& lengths_, const Tensor& h0_, const Tensor& c0_,
     const Tensor& w_ih_, const Tensor& w_hh_, const OptTensor& b_ih_, const OptTensor& b_hh_,
     const OptTensor& w_hr_, bool reverse, const Tensor& output_, const Tensor& reserve_) {
-  const char* op = "rnnkit::lstm_layer_backward";
-  const LayerSizes s = check_forward_args(op, Cell::LSTM, input_, lengths_, h0_, &c0_, w_ih_,
-                                          w_hh_, b_ih_, b_hh_, w_hr_);
-  check_backward_args(op, Cell::LSTM, s, input_, grad_output_, grad_h_n_, &grad_c_n_, output_,
-                      reserve_);
+  const LayerSizes s = check_layer_forward(Cell::LSTM, at::kCUDA, input_, lengths_, h0_, &c0_,
+                                           w_ih_, w_hh_, b_ih_, b_hh_, w_hr_,
+                                           "lstm_layer_backward");
+  check_layer_backward(Cell::LSTM, s, input_, grad_output_, grad_h_n_, &grad_c_n_, output_,
+                       reserve_);
   const c10::cuda::CUDAGuard device_guard(input_.device());
   const Tensor grad_output = grad_output_.contiguous(), grad_h_n = grad_h_n_.contiguous(),
                grad_c_n = grad_c_n_.contiguous();

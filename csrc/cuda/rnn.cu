@@ -8,11 +8,11 @@
 // The reserve is empty: the nonlinearity's derivative is read off the output.
 
 #include "common.cuh"
-#include "cuda_checks.h"
 #include "layer_cuda.h"
 
 #include <c10/cuda/CUDAGuard.h>
 #include <rnnkit/cells.h>
+#include <rnnkit/layer_checks.h>
 
 namespace rnnkit {
 namespace cuda {
@@ -227,8 +227,8 @@ std::tuple<Tensor, Tensor, Tensor> rnn_layer(const Tensor& input_, const OptTens
                                              const Tensor& w_hh_, const OptTensor& b_ih_,
                                              const OptTensor& b_hh_, bool reverse, bool relu) {
   const Cell cell = relu ? Cell::RNN_RELU : Cell::RNN_TANH;
-  const LayerSizes s = check_forward_args("rnnkit::rnn_layer", cell, input_, lengths_, h0_,
-                                          nullptr, w_ih_, w_hh_, b_ih_, b_hh_, std::nullopt);
+  const LayerSizes s = check_layer_forward(cell, at::kCUDA, input_, lengths_, h0_, nullptr, w_ih_,
+                                           w_hh_, b_ih_, b_hh_, std::nullopt);
   const c10::cuda::CUDAGuard device_guard(input_.device());
   const Tensor input = input_.contiguous(), h0 = h0_.contiguous();
   const Tensor w_ih = w_ih_.contiguous(), w_hh = w_hh_.contiguous();
@@ -251,11 +251,11 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> rnn_layer_backward(
     const OptTensor& lengths_, const Tensor& h0_, const Tensor& w_ih_, const Tensor& w_hh_,
     const OptTensor& b_ih_, const OptTensor& b_hh_, bool reverse, bool relu,
     const Tensor& output_, const Tensor& reserve) {
-  const char* op = "rnnkit::rnn_layer_backward";
   const Cell cell = relu ? Cell::RNN_RELU : Cell::RNN_TANH;
-  const LayerSizes s = check_forward_args(op, cell, input_, lengths_, h0_, nullptr, w_ih_, w_hh_,
-                                          b_ih_, b_hh_, std::nullopt);
-  check_backward_args(op, cell, s, input_, grad_output_, grad_h_n_, nullptr, output_, reserve);
+  const LayerSizes s = check_layer_forward(cell, at::kCUDA, input_, lengths_, h0_, nullptr, w_ih_,
+                                           w_hh_, b_ih_, b_hh_, std::nullopt,
+                                           "rnn_layer_backward");
+  check_layer_backward(cell, s, input_, grad_output_, grad_h_n_, nullptr, output_, reserve);
   const c10::cuda::CUDAGuard device_guard(input_.device());
   const Tensor grad_output = grad_output_.contiguous(), grad_h_n = grad_h_n_.contiguous();
   const Tensor input = input_.contiguous(), h0 = h0_.contiguous();

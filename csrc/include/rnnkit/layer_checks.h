@@ -1,10 +1,13 @@
 #pragma once
 // Argument checks of the layer ops against layer_contract.h, shared by the CPU and
-// the CUDA kernels so that both reject the same calls with the same messages.
-// Every check is a TORCH_CHECK (a RuntimeError in Python); none of them reads
-// tensor data except check_lengths_values, which needs lengths on the CPU.
+// the CUDA kernels (and the persistent CUDA ops) so that all of them reject the
+// same calls with the same messages. Every check is a TORCH_CHECK (a RuntimeError
+// in Python). Only check_lengths_values reads tensor data, and only on the CPU:
+// for a kernel on any other device the checks read metadata alone, so they never
+// synchronise with the device.
 
 #include <ATen/core/Tensor.h>
+#include <c10/core/DeviceType.h>
 
 #include <optional>
 
@@ -23,12 +26,18 @@ struct LayerSizes {
   bool has_proj = false;
 };
 
-// Checks the forward arguments (c0 and w_hr only for LSTM: pass nullptr and
-// std::nullopt otherwise) and returns the sizes. Lengths on the CPU also have
-// their values checked; a caller holding them on another device checks the
-// values itself with check_lengths_values once they are on the host.
+// Checks the forward arguments of a kernel running on `device_type` (c0 and w_hr
+// only for LSTM: pass nullptr and std::nullopt otherwise) and returns the sizes.
+// Every tensor must be on input's device, and input on a `device_type` device.
+// lengths must be int64 of shape [B]. Their values are checked only for a CPU
+// kernel (0 <= lengths[b] <= T); any other kernel gets its lengths checked by
+// metadata alone and must handle their values on its device (the CUDA kernels
+// clamp them to [0, T], see csrc/cuda/layer_cuda.h).
+// H = 0 is allowed (torch.nn's cells accept hidden_size=0): every output is empty then.
+// Messages name `op_name` (without the "rnnkit::"), by default the cell's layer op.
 LayerSizes check_layer_forward(
     Cell cell,
+    c10::DeviceType device_type,
     const at::Tensor& input,
     const std::optional<at::Tensor>& lengths,
     const at::Tensor& h0,
@@ -37,7 +46,8 @@ LayerSizes check_layer_forward(
     const at::Tensor& w_hh,
     const std::optional<at::Tensor>& b_ih,
     const std::optional<at::Tensor>& b_hh,
-    const std::optional<at::Tensor>& w_hr);
+    const std::optional<at::Tensor>& w_hr,
+    const char* op_name = nullptr);
 
 // Checks what the backward takes beyond the forward's arguments (grad_c_n only
 // for LSTM), given the sizes check_layer_forward found.
@@ -52,6 +62,7 @@ void check_layer_backward(
     const at::Tensor& reserve);
 
 // 0 <= lengths[b] <= T for every b; lengths is a CPU int64 tensor of size B.
+// Reads the values: for CPU kernels only.
 void check_lengths_values(const at::Tensor& lengths, int64_t T);
 
 }  // namespace rnnkit

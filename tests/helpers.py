@@ -6,11 +6,17 @@ from __future__ import annotations
 
 import random
 
+import pytest
 import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
 import rnnkit
+
+# A test parametrized over DEVICES runs on the CPU everywhere and on CUDA where a GPU is.
+ON_CUDA = [pytest.mark.cuda,
+           pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
+DEVICES = ["cpu", pytest.param("cuda", marks=ON_CUDA)]
 
 MODULES = ("RNN", "GRU", "LSTM")
 CELLS = ("RNNCell", "GRUCell", "LSTMCell")
@@ -38,28 +44,31 @@ def num_states(module) -> int:
 
 
 def random_states(module, batch: int | None, dtype=None) -> list[Tensor]:
-    """Random initial states for a module ([h] or [h, c]), batch=None for unbatched input."""
-    dtype = dtype or next(module.parameters()).dtype
+    """Random initial states for a module ([h] or [h, c]), batch=None for unbatched input,
+    on the module's device."""
+    like = dict(dtype=dtype or next(module.parameters()).dtype,
+                device=next(module.parameters()).device)
     if isinstance(module, nn.RNNCellBase):
         lead = () if batch is None else (batch,)
-        return [torch.randn(*lead, module.hidden_size, dtype=dtype)
+        return [torch.randn(*lead, module.hidden_size, **like)
                 for _ in range(num_states(module))]
     lead = (module.num_layers * (2 if module.bidirectional else 1),)
     lead += () if batch is None else (batch,)
-    h = torch.randn(*lead, module.proj_size or module.hidden_size, dtype=dtype)
+    h = torch.randn(*lead, module.proj_size or module.hidden_size, **like)
     if num_states(module) == 1:
         return [h]
-    return [h, torch.randn(*lead, module.hidden_size, dtype=dtype)]
+    return [h, torch.randn(*lead, module.hidden_size, **like)]
 
 
 def random_input(module, steps: int, batch: int | None, dtype=None) -> Tensor:
     """Random input in the module's layout: (L, N, I), (N, L, I) if batch_first, (L, I) if
-    batch is None."""
-    dtype = dtype or next(module.parameters()).dtype
+    batch is None; on the module's device."""
+    like = dict(dtype=dtype or next(module.parameters()).dtype,
+                device=next(module.parameters()).device)
     if batch is None:
-        return torch.randn(steps, module.input_size, dtype=dtype)
+        return torch.randn(steps, module.input_size, **like)
     shape = (batch, steps) if module.batch_first else (steps, batch)
-    return torch.randn(*shape, module.input_size, dtype=dtype)
+    return torch.randn(*shape, module.input_size, **like)
 
 
 def call(module, input, *states):

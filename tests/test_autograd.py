@@ -7,7 +7,7 @@ from torch.autograd import gradcheck, gradgradcheck
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import rnnkit
-from helpers import (CELLS, MODULES, assert_matches_torch, call, flatten, make_pair,
+from helpers import (CELLS, DEVICES, MODULES, assert_matches_torch, call, flatten, make_pair,
                      random_input, random_states)
 
 KINDS = {
@@ -19,9 +19,9 @@ KINDS = {
 }
 
 
-def _tiny(kind, **kwargs):
+def _tiny(kind, device="cpu", **kwargs):
     name, extra = KINDS[kind]
-    return getattr(rnnkit, name)(2, 2, **extra, **kwargs, dtype=torch.float64)
+    return getattr(rnnkit, name)(2, 2, **extra, **kwargs, dtype=torch.float64, device=device)
 
 
 def _as_function(module, packed_lengths=None):
@@ -59,21 +59,25 @@ def test_gradcheck_bidirectional_packed(kind):
     assert gradcheck(_as_function(module, torch.tensor([2, 3, 1])), _leaves(module, 3, 3))
 
 
+# Double backward on CUDA too, where torch.nn (cuDNN) has none.
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("kind", ["GRU", "LSTM", "LSTM-proj", "RNN-tanh"])
-def test_gradgradcheck(kind):
-    module = _tiny(kind, num_layers=2)
+def test_gradgradcheck(kind, device):
+    module = _tiny(kind, device, num_layers=2)
     assert gradgradcheck(_as_function(module), _leaves(module, steps=2))
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("kind", ["GRU", "LSTM"])
-def test_gradgradcheck_packed_bidirectional(kind):
-    module = _tiny(kind, bidirectional=True)
+def test_gradgradcheck_packed_bidirectional(kind, device):
+    module = _tiny(kind, device, bidirectional=True)
     assert gradgradcheck(_as_function(module, torch.tensor([1, 2])), _leaves(module, 2, 2))
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("name", CELLS)
-def test_cell_gradcheck_and_gradgradcheck(name):
-    cell = getattr(rnnkit, name)(2, 3, dtype=torch.float64)
+def test_cell_gradcheck_and_gradgradcheck(name, device):
+    cell = getattr(rnnkit, name)(2, 3, dtype=torch.float64, device=device)
     names = [n for n, _ in cell.named_parameters()]
 
     def f(x, *rest):
@@ -81,7 +85,7 @@ def test_cell_gradcheck_and_gradgradcheck(name):
         hx = states[0] if len(states) == 1 else tuple(states)
         return torch.func.functional_call(cell, dict(zip(names, params)), (x, hx))
 
-    leaves = [torch.randn(2, 2, dtype=torch.float64, requires_grad=True)]
+    leaves = [torch.randn(2, 2, dtype=torch.float64, device=device, requires_grad=True)]
     leaves += [s.requires_grad_() for s in random_states(cell, 2)]
     leaves += [p.detach().clone().requires_grad_() for p in cell.parameters()]
     assert gradcheck(f, leaves)

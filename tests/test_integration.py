@@ -16,6 +16,7 @@ import torch.multiprocessing as mp
 from torch import nn
 
 import rnnkit
+from helpers import DEVICES, ON_CUDA
 
 # ---------------------------------------------------------------------------
 # Small models built from rnnkit modules
@@ -102,11 +103,12 @@ def _fresh_dynamo():
 
 # rnnkit/ops.py picks compiled kernel or reference once, at trace time, so the
 # whole model, both ops and their autograd, lands in one graph.
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("backend", ["eager", "aot_eager"])
 @pytest.mark.parametrize("name", list(MODELS))
-def test_compile_fullgraph_matches_eager(name, backend):
-    model = MODELS[name]()
-    x = _input_for(model)
+def test_compile_fullgraph_matches_eager(name, backend, device):
+    model = MODELS[name]().to(device)
+    x = _input_for(model).to(device)
     expected = _forward_backward(model, x)
     compiled = torch.compile(model, fullgraph=True, backend=backend)
     _assert_same_run(_forward_backward(compiled, x, model), expected)
@@ -115,10 +117,11 @@ def test_compile_fullgraph_matches_eager(name, backend):
 
 
 @pytest.mark.slow  # ~5 s with a warm inductor cache, ~50 s on two cores with a cold one
-def test_compile_fullgraph_inductor_matches_eager():
+@pytest.mark.parametrize("device", DEVICES)
+def test_compile_fullgraph_inductor_matches_eager(device):
     # Inductor compiles C++ for every graph; on a small CPU one tiny model is what fits.
-    model = SequenceModel(rnnkit.GRU(4, 5))
-    x = _input_for(model)
+    model = SequenceModel(rnnkit.GRU(4, 5)).to(device)
+    x = _input_for(model).to(device)
     expected = _forward_backward(model, x)
     compiled = torch.compile(model, fullgraph=True)
     _assert_same_run(_forward_backward(compiled, x, model), expected, rtol=1e-4, atol=1e-5)
@@ -201,6 +204,35 @@ def test_autocast_bfloat16_matches_torch(name, kwargs, x_dtype, state_dtype):
     for got, want in zip(our_out, ref_out):
         torch.testing.assert_close(got.float(), want.float(), rtol=5e-2, atol=5e-2)
     # Parameters stay float32 and so do their gradients.
+    assert [g.dtype for g in our_grads] == [g.dtype for g in ref_grads]
+    for got, want in zip(our_grads, ref_grads):
+        torch.testing.assert_close(got, want, rtol=1e-1, atol=1e-1)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
+@pytest.mark.parametrize("name,kwargs,x_dtype,state_dtype", list(_autocast_cases()))
+@pytest.mark.parametrize("device", [pytest.param("cuda", marks=ON_CUDA)])
+def test_autocast_cuda_matches_torch(name, kwargs, x_dtype, state_dtype, dtype, device):
+    """On CUDA torch.nn's recurrent modules run in the autocast dtype (cuDNN's and the
+    fused cells' kernels are on autocast's lower-precision list)."""
+    reference = getattr(nn, name)(4, 6, **kwargs).to(device)
+    ours = getattr(rnnkit, name)(4, 6, **kwargs).to(device)
+    ours.load_state_dict(reference.state_dict())
+    x, hx = _autocast_inputs(reference, x_dtype, state_dtype)
+    x = x.to(device)
+    hx = None if hx is None else (hx.to(device) if torch.is_tensor(hx)
+                                  else tuple(h.to(device) for h in hx))
+    results = []
+    for module in (reference, ours):
+        with torch.autocast("cuda", dtype=dtype):
+            out = _flat(module(x, hx))
+        sum(o.float().sum() for o in out).backward()
+        results.append((out, [p.grad for p in module.parameters()]))
+    (ref_out, ref_grads), (our_out, our_grads) = results
+    assert [o.dtype for o in our_out] == [o.dtype for o in ref_out]
+    # As on the CPU: both sides round in the low dtype, in different places.
+    for got, want in zip(our_out, ref_out):
+        torch.testing.assert_close(got.float(), want.float(), rtol=5e-2, atol=5e-2)
     assert [g.dtype for g in our_grads] == [g.dtype for g in ref_grads]
     for got, want in zip(our_grads, ref_grads):
         torch.testing.assert_close(got, want, rtol=1e-1, atol=1e-1)

@@ -13,6 +13,7 @@
 #include <ATen/ops/empty.h>
 
 #include "cpu_common.h"
+#include "fast_path.h"
 #include "layer_ops_cpu.h"
 #include "rnnkit/layer_checks.h"
 #include "vec_math.h"
@@ -145,6 +146,14 @@ std::tuple<Tensor, Tensor, Tensor> gru_layer(
   Tensor h = h0.to(ct, /*non_blocking=*/false, /*copy=*/true).contiguous();
   Tensor output = at::empty({T, B, H}, opts);
   Tensor reserve = at::empty({T, B, 4 * H}, opts);
+  if (const fast::Kernels* fk = ct == at::kFloat ? fast::select() : nullptr) {
+    fast::gru_forward(*fk, T, B, H, reverse, len.data(), gx.const_data_ptr<float>(),
+                      whh.const_data_ptr<float>(),
+                      sz.has_bias ? bhh.const_data_ptr<float>() + 2 * H : nullptr,
+                      h.mutable_data_ptr<float>(), output.mutable_data_ptr<float>(),
+                      reserve.mutable_data_ptr<float>());
+    return {output.to(dtype), h.to(dtype), reserve.to(dtype)};
+  }
   Tensor gh = at::empty({B, 3 * H}, opts);
 
   AT_DISPATCH_FLOATING_TYPES(ct, "rnnkit::gru_layer", [&] {
@@ -181,14 +190,21 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_layer_backward(
   Tensor dh = grad_h_n.to(ct, false, true).contiguous();
   Tensor dgates = at::empty({T, B, 4 * H}, opts);
 
-  AT_DISPATCH_FLOATING_TYPES(ct, "rnnkit::gru_layer_backward", [&] {
-    using T_ = scalar_t;
-    GruBackward<T_>{T, B, H, StepOrder{T, reverse}, len.data(), gout.const_data_ptr<T_>(),
-                    res.const_data_ptr<T_>(), h_prev.const_data_ptr<T_>(),
-                    whh.const_data_ptr<T_>(), dh.mutable_data_ptr<T_>(),
-                    dgates.mutable_data_ptr<T_>()}
-        .run();
-  });
+  if (const fast::Kernels* fk = ct == at::kFloat ? fast::select() : nullptr) {
+    fast::gru_backward(*fk, T, B, H, reverse, len.data(), gout.const_data_ptr<float>(),
+                       res.const_data_ptr<float>(), h_prev.const_data_ptr<float>(),
+                       whh.const_data_ptr<float>(), dh.mutable_data_ptr<float>(),
+                       dgates.mutable_data_ptr<float>());
+  } else {
+    AT_DISPATCH_FLOATING_TYPES(ct, "rnnkit::gru_layer_backward", [&] {
+      using T_ = scalar_t;
+      GruBackward<T_>{T, B, H, StepOrder{T, reverse}, len.data(), gout.const_data_ptr<T_>(),
+                      res.const_data_ptr<T_>(), h_prev.const_data_ptr<T_>(),
+                      whh.const_data_ptr<T_>(), dh.mutable_data_ptr<T_>(),
+                      dgates.mutable_data_ptr<T_>()}
+          .run();
+    });
+  }
 
   const Tensor dg = dgates.view({T * B, 4 * H});
   const Tensor dg_h = dg.narrow(1, 0, 3 * H);   // of h · W_hhᵀ + b_hh

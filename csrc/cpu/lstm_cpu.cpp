@@ -13,6 +13,7 @@
 #include <ATen/ops/zeros.h>
 
 #include "cpu_common.h"
+#include "fast_path.h"
 #include "layer_ops_cpu.h"
 #include "rnnkit/layer_checks.h"
 #include "vec_math.h"
@@ -208,6 +209,15 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_layer(
   Tensor c = c0.to(ct, false, true).contiguous();
   Tensor output = at::empty({T, B, P}, opts);
   Tensor reserve = at::empty({T, B, 5 * H}, opts);
+
+  const fast::Kernels* fk = (ct == at::kFloat && !sz.has_proj) ? fast::select() : nullptr;
+  if (fk) {
+    fast::lstm_forward(*fk, T, B, H, reverse, len.data(), gx.const_data_ptr<float>(),
+                       whh.const_data_ptr<float>(), h.mutable_data_ptr<float>(),
+                       c.mutable_data_ptr<float>(), output.mutable_data_ptr<float>(),
+                       reserve.mutable_data_ptr<float>());
+    return {output.to(dtype), h.to(dtype), c.to(dtype), reserve.to(dtype)};
+  }
   // The step loop's whole workspace, allocated once.
   Tensor gh = at::empty({B, 4 * H}, opts);
   Tensor h_full = sz.has_proj ? at::zeros({B, H}, opts) : Tensor();
@@ -252,17 +262,25 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_
   Tensor dy = sz.has_proj ? at::empty({T, B, P}, opts) : Tensor();
   Tensor dh_full = sz.has_proj ? at::empty({B, H}, opts) : Tensor();
 
-  AT_DISPATCH_FLOATING_TYPES(ct, "rnnkit::lstm_layer_backward", [&] {
-    using T_ = scalar_t;
-    LstmBackward<T_>{T, B, I, H, P, sz.has_proj, StepOrder{T, reverse}, len.data(),
-                     gout.const_data_ptr<T_>(), res.const_data_ptr<T_>(),
-                     c0c.const_data_ptr<T_>(), whh.const_data_ptr<T_>(),
-                     sz.has_proj ? whr.const_data_ptr<T_>() : nullptr, dh.mutable_data_ptr<T_>(),
-                     dc.mutable_data_ptr<T_>(), dgates.mutable_data_ptr<T_>(),
-                     sz.has_proj ? dy.mutable_data_ptr<T_>() : nullptr,
-                     sz.has_proj ? dh_full.mutable_data_ptr<T_>() : nullptr}
-        .run();
-  });
+  const fast::Kernels* fk = (ct == at::kFloat && !sz.has_proj) ? fast::select() : nullptr;
+  if (fk) {
+    fast::lstm_backward(*fk, T, B, H, reverse, len.data(), gout.const_data_ptr<float>(),
+                        res.const_data_ptr<float>(), c0c.const_data_ptr<float>(),
+                        whh.const_data_ptr<float>(), dh.mutable_data_ptr<float>(),
+                        dc.mutable_data_ptr<float>(), dgates.mutable_data_ptr<float>());
+  } else {
+    AT_DISPATCH_FLOATING_TYPES(ct, "rnnkit::lstm_layer_backward", [&] {
+      using T_ = scalar_t;
+      LstmBackward<T_>{T, B, I, H, P, sz.has_proj, StepOrder{T, reverse}, len.data(),
+                       gout.const_data_ptr<T_>(), res.const_data_ptr<T_>(),
+                       c0c.const_data_ptr<T_>(), whh.const_data_ptr<T_>(),
+                       sz.has_proj ? whr.const_data_ptr<T_>() : nullptr, dh.mutable_data_ptr<T_>(),
+                       dc.mutable_data_ptr<T_>(), dgates.mutable_data_ptr<T_>(),
+                       sz.has_proj ? dy.mutable_data_ptr<T_>() : nullptr,
+                       sz.has_proj ? dh_full.mutable_data_ptr<T_>() : nullptr}
+          .run();
+    });
+  }
 
   // Whole-sequence weight gradients: GEMMs over all T*B rows at once.
   const Tensor dg = dgates.view({T * B, 4 * H});

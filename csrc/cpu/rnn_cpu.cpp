@@ -6,6 +6,7 @@
 #include <ATen/ops/empty.h>
 
 #include "cpu_common.h"
+#include "fast_path.h"
 #include "layer_ops_cpu.h"
 #include "rnnkit/layer_checks.h"
 #include "vec_math.h"
@@ -110,6 +111,12 @@ std::tuple<Tensor, Tensor, Tensor> rnn_layer(
 
   Tensor h = h0.to(ct, /*non_blocking=*/false, /*copy=*/true).contiguous();
   Tensor output = at::empty({T, B, H}, opts);
+  if (const fast::Kernels* fk = ct == at::kFloat ? fast::select() : nullptr) {
+    fast::rnn_forward(*fk, T, B, H, reverse, relu, len.data(), gx.const_data_ptr<float>(),
+                      whh.const_data_ptr<float>(), h.mutable_data_ptr<float>(),
+                      output.mutable_data_ptr<float>());
+    return {output.to(dtype), h.to(dtype), input.new_empty({0})};
+  }
   Tensor gh = at::empty({B, H}, opts);
 
   AT_DISPATCH_FLOATING_TYPES(ct, "rnnkit::rnn_layer", [&] {
@@ -144,13 +151,20 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> rnn_layer_backward(
   Tensor dh = grad_h_n.to(ct, false, true).contiguous();
   Tensor dpre = at::empty({T, B, H}, opts);
 
-  AT_DISPATCH_FLOATING_TYPES(ct, "rnnkit::rnn_layer_backward", [&] {
-    using T_ = scalar_t;
-    RnnBackward<T_>{T, B, H, relu, StepOrder{T, reverse}, len.data(), gout.const_data_ptr<T_>(),
-                    out.const_data_ptr<T_>(), whh.const_data_ptr<T_>(),
-                    dh.mutable_data_ptr<T_>(), dpre.mutable_data_ptr<T_>()}
-        .run();
-  });
+  if (const fast::Kernels* fk = ct == at::kFloat ? fast::select() : nullptr) {
+    fast::rnn_backward(*fk, T, B, H, reverse, relu, len.data(), gout.const_data_ptr<float>(),
+                       out.const_data_ptr<float>(), whh.const_data_ptr<float>(),
+                       dh.mutable_data_ptr<float>(), dpre.mutable_data_ptr<float>());
+  } else {
+    AT_DISPATCH_FLOATING_TYPES(ct, "rnnkit::rnn_layer_backward", [&] {
+      using T_ = scalar_t;
+      RnnBackward<T_>{T, B, H, relu, StepOrder{T, reverse}, len.data(),
+                      gout.const_data_ptr<T_>(), out.const_data_ptr<T_>(),
+                      whh.const_data_ptr<T_>(), dh.mutable_data_ptr<T_>(),
+                      dpre.mutable_data_ptr<T_>()}
+          .run();
+    });
+  }
 
   const Tensor dg = dpre.view({T * B, H});
   const Tensor h_prev = previous_hidden(out, h0c, len, reverse).view({T * B, H});

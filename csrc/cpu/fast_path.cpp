@@ -1,0 +1,187 @@
+// The drivers of the float32 fast path (see fast_path.h).
+
+#include "fast_path.h"
+
+#include <ATen/ops/empty.h>
+#include <c10/util/Exception.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+
+namespace rnnkit {
+namespace cpu {
+namespace fast {
+namespace {
+
+bool cpu_has_avx512() {
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+         __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq") &&
+         __builtin_cpu_supports("fma");
+#else
+  return false;
+#endif
+}
+
+bool cpu_has_avx2() {
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#else
+  return false;
+#endif
+}
+
+at::Tensor empty_floats(int64_t n) { return at::empty({n}, at::TensorOptions().dtype(at::kFloat)); }
+
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+int64_t step_of(int64_t T, bool reverse, int64_t s) { return reverse ? T - 1 - s : s; }
+
+}  // namespace
+
+const Kernels* select() {
+  static const Kernels* const avx512 = cpu_has_avx512() ? kernels_avx512() : nullptr;
+  static const Kernels* const avx2 = cpu_has_avx2() ? kernels_avx2() : nullptr;
+  std::string want = "auto";
+  if (const char* env = std::getenv("RNNKIT_CPU_ISA")) {
+    want = env;
+    std::transform(want.begin(), want.end(), want.begin(),
+                   [](unsigned char ch) { return static_cast<char>(std::tolower(ch)); });
+  }
+  if (want == "generic") return nullptr;
+  if (want == "avx2") return avx2;
+  TORCH_CHECK(want == "auto" || want.empty() || want == "avx512",
+              "RNNKIT_CPU_ISA must be one of auto, avx512, avx2, generic; got '", want, "'");
+  return avx512 ? avx512 : avx2;
+}
+
+const char* selected_name() {
+  const Kernels* k = select();
+  return k ? k->name : "generic";
+}
+
+at::Tensor pack_panels(const float* src, int64_t gates, int64_t H, int64_t K, int64_t gate_stride,
+                       int64_t unit_stride, int64_t k_stride, int64_t U) {
+  const int64_t blocks = ceil_div(H, U);
+  const int64_t panel = K * gates * U;
+  at::Tensor packed = empty_floats(std::max<int64_t>(1, blocks * panel));
+  float* dst = packed.mutable_data_ptr<float>();
+  at::parallel_for(0, blocks * K, 64, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      const int64_t jb = r / K, k = r % K;
+      float* row = dst + r * gates * U;
+      for (int64_t g = 0; g < gates; ++g) {
+        for (int64_t u = 0; u < U; ++u) {
+          const int64_t j = jb * U + u;
+          row[g * U + u] = j < H ? src[g * gate_stride + j * unit_stride + k * k_stride] : 0.0f;
+        }
+      }
+    }
+  });
+  return packed;
+}
+
+// ---------------------------------------------------------------- forward
+
+void lstm_forward(const Kernels& k, int64_t T, int64_t B, int64_t H, bool reverse,
+                  const int64_t* len, const float* gx, const float* w_hh, float* h, float* c,
+                  float* out, float* reserve) {
+  const int64_t blocks = ceil_div(H, k.width);
+  const at::Tensor packed = pack_panels(w_hh, 4, H, H, H * H, H, 1, k.width);
+  const at::Tensor other = empty_floats(std::max<int64_t>(1, B * H));
+  float* state[2] = {h, other.mutable_data_ptr<float>()};
+  const LstmForwardArgs a{B, H, packed.const_data_ptr<float>(), gx, len, c, out, reserve};
+  run_iterations(T, workers_for(blocks, B * 4 * H * H), blocks, [&](int64_t s, int64_t jb) {
+    k.lstm_forward(a, step_of(T, reverse, s), state[s & 1], state[(s + 1) & 1], jb);
+  });
+  if (T & 1) std::memcpy(h, state[1], sizeof(float) * B * H);
+}
+
+void gru_forward(const Kernels& k, int64_t T, int64_t B, int64_t H, bool reverse,
+                 const int64_t* len, const float* gx, const float* w_hh, const float* b_hn,
+                 float* h, float* out, float* reserve) {
+  const int64_t blocks = ceil_div(H, k.width);
+  const at::Tensor packed = pack_panels(w_hh, 3, H, H, H * H, H, 1, k.width);
+  const at::Tensor other = empty_floats(std::max<int64_t>(1, B * H));
+  float* state[2] = {h, other.mutable_data_ptr<float>()};
+  const GruForwardArgs a{B, H, packed.const_data_ptr<float>(), gx, b_hn, len, out, reserve};
+  run_iterations(T, workers_for(blocks, B * 3 * H * H), blocks, [&](int64_t s, int64_t jb) {
+    k.gru_forward(a, step_of(T, reverse, s), state[s & 1], state[(s + 1) & 1], jb);
+  });
+  if (T & 1) std::memcpy(h, state[1], sizeof(float) * B * H);
+}
+
+void rnn_forward(const Kernels& k, int64_t T, int64_t B, int64_t H, bool reverse, bool relu,
+                 const int64_t* len, const float* gx, const float* w_hh, float* h, float* out) {
+  const int64_t U = kPlainVectors * k.width;
+  const int64_t blocks = ceil_div(H, U);
+  const at::Tensor packed = pack_panels(w_hh, 1, H, H, 0, H, 1, U);
+  const at::Tensor other = empty_floats(std::max<int64_t>(1, B * H));
+  float* state[2] = {h, other.mutable_data_ptr<float>()};
+  const RnnForwardArgs a{B, H, relu, packed.const_data_ptr<float>(), gx, len, out};
+  run_iterations(T, workers_for(blocks, B * H * H), blocks, [&](int64_t s, int64_t jb) {
+    k.rnn_forward(a, step_of(T, reverse, s), state[s & 1], state[(s + 1) & 1], jb);
+  });
+  if (T & 1) std::memcpy(h, state[1], sizeof(float) * B * H);
+}
+
+// ---------------------------------------------------------------- backward
+// Iteration q of T + 1 multiplies the gate gradients of the step handled by
+// iteration q - 1 with W_hh and runs the pointwise pass of the next step back.
+
+namespace {
+
+template <typename Fn>
+void run_backward(int64_t T, bool reverse, int64_t workers, int64_t blocks, const Fn& fn) {
+  run_iterations(T + 1, workers, blocks, [&](int64_t q, int64_t jb) {
+    const int64_t t_prev = q > 0 ? step_of(T, reverse, T - q) : -1;
+    const int64_t t = q < T ? step_of(T, reverse, T - 1 - q) : -1;
+    fn(t_prev, t, jb);
+  });
+}
+
+}  // namespace
+
+void lstm_backward(const Kernels& k, int64_t T, int64_t B, int64_t H, bool reverse,
+                   const int64_t* len, const float* grad_out, const float* reserve,
+                   const float* c0, const float* w_hh, float* dh, float* dc, float* dgates) {
+  const int64_t U = kPlainVectors * k.width;
+  const int64_t blocks = ceil_div(H, U);
+  // W_hh is [4H, H]: the product dgates · W_hh reads it by columns.
+  const at::Tensor packed = pack_panels(w_hh, 1, H, 4 * H, 0, 1, H, U);
+  const LstmBackwardArgs a{T,  B,   H,  reverse, packed.const_data_ptr<float>(),
+                           grad_out, reserve, c0, len, dh, dc, dgates};
+  run_backward(T, reverse, workers_for(blocks, B * 4 * H * H), blocks,
+               [&](int64_t t_prev, int64_t t, int64_t jb) { k.lstm_backward(a, t_prev, t, jb); });
+}
+
+void gru_backward(const Kernels& k, int64_t T, int64_t B, int64_t H, bool reverse,
+                  const int64_t* len, const float* grad_out, const float* reserve,
+                  const float* h_prev, const float* w_hh, float* dh, float* dgates) {
+  const int64_t U = kPlainVectors * k.width;
+  const int64_t blocks = ceil_div(H, U);
+  const at::Tensor packed = pack_panels(w_hh, 1, H, 3 * H, 0, 1, H, U);
+  const GruBackwardArgs a{B,      H,   packed.const_data_ptr<float>(), grad_out, reserve,
+                          h_prev, len, dh,                            dgates};
+  run_backward(T, reverse, workers_for(blocks, B * 3 * H * H), blocks,
+               [&](int64_t t_prev, int64_t t, int64_t jb) { k.gru_backward(a, t_prev, t, jb); });
+}
+
+void rnn_backward(const Kernels& k, int64_t T, int64_t B, int64_t H, bool reverse, bool relu,
+                  const int64_t* len, const float* grad_out, const float* out,
+                  const float* w_hh, float* dh, float* dpre) {
+  const int64_t U = kPlainVectors * k.width;
+  const int64_t blocks = ceil_div(H, U);
+  const at::Tensor packed = pack_panels(w_hh, 1, H, H, 0, 1, H, U);
+  const RnnBackwardArgs a{B, H, relu, packed.const_data_ptr<float>(), grad_out, out, len, dh,
+                          dpre};
+  run_backward(T, reverse, workers_for(blocks, B * H * H), blocks,
+               [&](int64_t t_prev, int64_t t, int64_t jb) { k.rnn_backward(a, t_prev, t, jb); });
+}
+
+}  // namespace fast
+}  // namespace cpu
+}  // namespace rnnkit

@@ -157,3 +157,29 @@ def test_default_is_the_widest_level(monkeypatch):
         if _isa_now() == name:
             widest = name
     assert default == widest
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_strided_output_gradients(level, cell):
+    """Expanded (stride 0), permuted and strided-along-H gradients of the output,
+    which the fast path reads in place or copies."""
+    seed = _fresh_seed()
+    rng = random.Random(seed)
+    torch.manual_seed(seed)
+    case = _case(cell, rng, B=5, H=19, T=4)
+    T, B, H = 4, 5, 19
+    with torch.no_grad():
+        out = case.op(*case.args())
+    rest = [torch.randn_like(o) for o in out[1:3 if cell == "lstm" else 2]]
+    grads = [
+        torch.ones(()).expand(T, B, H),
+        torch.randn(B, T, H).transpose(0, 1),
+        torch.randn(T, B, 2 * H)[:, :, ::2],
+        torch.randn(T, 1, H).expand(T, B, H),
+    ]
+    for g in grads:
+        with torch.no_grad():
+            got = case.backward_op(*case.backward_args((g, *rest), out))
+            want = case.backward_op(*case.backward_args((g.contiguous(), *rest), out))
+        for a, b in zip(got, want):
+            assert torch.equal(a, b), f"{case.describe(seed)} grad strides {g.stride()}"

@@ -64,6 +64,23 @@ at::Tensor previous_hidden(const at::Tensor& output, const at::Tensor& h0,
   return prev;
 }
 
+at::Tensor hidden_weight_grad(const at::Tensor& dg, const at::Tensor& output, const at::Tensor& h0,
+                              const std::vector<int64_t>& lengths, bool reverse) {
+  const int64_t T = output.size(0), B = output.size(1), P = output.size(2);
+  const bool full = std::all_of(lengths.begin(), lengths.end(), [&](int64_t l) { return l == T; });
+  if (!full) return dg.t().mm(previous_hidden(output, h0, lengths, reverse).view({T * B, P}));
+  // Forward: h_{t-1} is output[t-1] for t >= 1 and h0 at t = 0; reverse: output[t+1]
+  // for t <= T-2 and h0 at t = T-1.
+  const int64_t rows = (T - 1) * B;
+  const at::Tensor out2d = output.view({T * B, P});
+  const at::Tensor first = dg.narrow(0, reverse ? rows : 0, B);
+  at::Tensor dw = first.t().mm(h0);
+  if (rows > 0) {
+    dw.addmm_(dg.narrow(0, reverse ? 0 : B, rows).t(), out2d.narrow(0, reverse ? B : 0, rows));
+  }
+  return dw;
+}
+
 namespace {
 
 // The portable GEMM: ATen's mm on views of the raw buffers. It costs an operator

@@ -5,6 +5,7 @@
 
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
 
 #include <algorithm>
 #include <cstdint>
@@ -50,6 +51,31 @@ at::Tensor input_projection(const at::Tensor& x, const at::Tensor& w_ih, const a
 // dW_hh is one GEMM of the gate gradients against this.
 at::Tensor previous_hidden(const at::Tensor& output, const at::Tensor& h0,
                            const std::vector<int64_t>& lengths, bool reverse);
+
+// dW_hh = dgᵀ · h_{t-1} over all steps, [N, P], for dg [T*B, N] (rows may be
+// strided): when every sequence runs all T steps, two GEMMs on views of output
+// and h0; otherwise one GEMM against previous_hidden.
+at::Tensor hidden_weight_grad(const at::Tensor& dg, const at::Tensor& output, const at::Tensor& h0,
+                              const std::vector<int64_t>& lengths, bool reverse);
+
+// The gradient of the input, [R, I], computed block of rows by block of rows
+// with rows_fn(r0, r1) -> [r1 - r0, I] from the gate gradients `buf` ([R, L],
+// contiguous), and written over buf's own storage when I <= L (each block
+// overwrites only rows that earlier blocks have consumed): buf must not be
+// used afterwards. This keeps the backward's peak memory at one [R, L] buffer.
+template <typename RowsFn>
+at::Tensor input_grad_over(const at::Tensor& buf, int64_t I, const RowsFn& rows_fn) {
+  const int64_t R = buf.size(0), L = buf.size(1);
+  const int64_t chunk = std::max<int64_t>(1, (int64_t{1} << 18) / std::max<int64_t>(1, L));
+  at::Tensor dst = I <= L ? buf.view({-1}).narrow(0, 0, R * I).view({R, I})
+                          : at::empty({R, I}, buf.options());
+  for (int64_t r0 = 0; r0 < R; r0 += chunk) {
+    const int64_t r1 = std::min(R, r0 + chunk);
+    const at::Tensor rows = rows_fn(r0, r1);
+    dst.narrow(0, r0, r1 - r0).copy_(rows);
+  }
+  return dst;
+}
 
 // Row-major C[M, N] = A[M, K] · op(B) (+ C when accumulate), with leading
 // dimensions; op(B) = Bᵀ for B stored [N, K] when transpose_b, else B stored [K, N].

@@ -57,6 +57,15 @@ struct RnnForwardArgs {
   float* out;  // [T, B, H]
 };
 
+// The gradient of the output, [T, B, H] with row strides (a gradient expanded
+// from a sum need not be copied): element (t, b, j) is
+// data[t*stride_t + b*stride_b + (broadcast ? 0 : j)].
+struct GradOut {
+  const float* data;
+  int64_t stride_t, stride_b;
+  bool broadcast;
+};
+
 // The backward kernels run, for their block, first the product of the previous
 // iteration's gate gradients (step t_prev, -1 for none) with W_hh, added into dh
 // for the sequences for which t_prev is real, then the pointwise pass of step t
@@ -66,7 +75,7 @@ struct LstmBackwardArgs {
   int64_t T, B, H;
   bool reverse;
   const float* packed;    // plain panels of W_hhᵀ, K = 4H
-  const float* grad_out;  // [T, B, H]
+  GradOut grad_out;
   const float* reserve;   // [T, B, 5H]
   const float* c0;        // [B, H]
   const int64_t* len;
@@ -76,11 +85,13 @@ struct LstmBackwardArgs {
 };
 
 struct GruBackwardArgs {
-  int64_t B, H;
-  const float* packed;    // plain panels of W_hhᵀ, K = 3H
-  const float* grad_out;  // [T, B, H]
-  const float* reserve;   // [T, B, 4H]
-  const float* h_prev;    // [T, B, H]
+  int64_t T, B, H;
+  bool reverse;
+  const float* packed;   // plain panels of W_hhᵀ, K = 3H
+  GradOut grad_out;
+  const float* reserve;  // [T, B, 4H]
+  const float* out;      // [T, B, H] the forward's output: h_{t-1} is read from it
+  const float* h0;       // [B, H]
   const int64_t* len;
   float* dh;      // [B, H]
   float* dgates;  // [T, B, 4H] (r, z, hn, xn)
@@ -90,7 +101,7 @@ struct RnnBackwardArgs {
   int64_t B, H;
   bool relu;
   const float* packed;    // plain panels of W_hhᵀ, K = H
-  const float* grad_out;  // [T, B, H]
+  GradOut grad_out;
   const float* out;       // [T, B, H]
   const int64_t* len;
   float* dh;    // [B, H]

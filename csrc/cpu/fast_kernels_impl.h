@@ -107,6 +107,11 @@ RNNKIT_TARGET static inline void micro_rows(int m, int64_t K, const float* A, in
 
 RNNKIT_TARGET static inline void zero_n(float* p, int n) { vstn(p, vzero(), n); }
 
+RNNKIT_TARGET static inline Vec load_grad(const GradOut& g, int64_t t, int64_t b, int64_t j, int n) {
+  const float* p = g.data + t * g.stride_t + b * g.stride_b;
+  return g.broadcast ? vset(*p) : vldn(p + j, n);
+}
+
 // ------------------------------------------------------------------ forward
 
 RNNKIT_TARGET void lstm_forward(const LstmForwardArgs& a, int64_t t, const float* h_prev,
@@ -249,7 +254,7 @@ RNNKIT_TARGET void lstm_backward(const LstmBackwardArgs& a, int64_t t_prev, int6
                                  int64_t block) {
   constexpr int MR = kRows4;
   constexpr int NV = kPlainVectors;
-  const int64_t B = a.B, H = a.H, T = a.T;
+  const int64_t B = a.B, H = a.H;
   const int64_t j0 = block * NV * W;
   const float* panel = a.packed + block * 4 * H * NV * W;
   alignas(64) float tile[MR * NV * W];
@@ -268,7 +273,6 @@ RNNKIT_TARGET void lstm_backward(const LstmBackwardArgs& a, int64_t t_prev, int6
       const float* c_prev =
           first ? a.c0 + b * H
                 : a.reserve + ((a.reverse ? t + 1 : t - 1) * B + b) * 5 * H + 4 * H;
-      (void)T;
       for (int v = 0; v < NV; ++v) {
         const int64_t j = j0 + v * W;
         const int n = valid(H, j);
@@ -279,7 +283,7 @@ RNNKIT_TARGET void lstm_backward(const LstmBackwardArgs& a, int64_t t_prev, int6
         }
         float* dh = a.dh + b * H + j;
         float* dc = a.dc + b * H + j;
-        const Vec dhj = vadd(vldn(dh, n), vldn(a.grad_out + row * H + j, n));
+        const Vec dhj = vadd(vldn(dh, n), load_grad(a.grad_out, t, b, j, n));
         const Vec i_ = vldn(res + j, n), f = vldn(res + H + j, n), g = vldn(res + 2 * H + j, n);
         const Vec o = vldn(res + 3 * H + j, n), c = vldn(res + 4 * H + j, n);
         const Vec one = vset(1.0f);
@@ -312,21 +316,24 @@ RNNKIT_TARGET void gru_backward(const GruBackwardArgs& a, int64_t t_prev, int64_
     }
     if (t < 0) continue;
     for (int i = 0; i < m; ++i) {
-      const int64_t b = b0 + i, row = t * B + b;
+      const int64_t b = b0 + i, row = t * B + b, length = a.len[b];
       float* dg = a.dgates + row * 4 * H;
       const float* res = a.reserve + row * 4 * H;
+      const bool first = a.reverse ? t + 1 >= length : t == 0;
+      const float* h_prev =
+          first ? a.h0 + b * H : a.out + ((a.reverse ? t + 1 : t - 1) * B + b) * H;
       for (int v = 0; v < NV; ++v) {
         const int64_t j = j0 + v * W;
         const int n = valid(H, j);
         if (n == 0) break;
-        if (t >= a.len[b]) {
+        if (t >= length) {
           for (int k = 0; k < 4; ++k) zero_n(dg + k * H + j, n);
           continue;
         }
         float* dh = a.dh + b * H + j;
-        const Vec dhj = vadd(vldn(dh, n), vldn(a.grad_out + row * H + j, n));
+        const Vec dhj = vadd(vldn(dh, n), load_grad(a.grad_out, t, b, j, n));
         const Vec r = vldn(res + j, n), z = vldn(res + H + j, n), nn = vldn(res + 2 * H + j, n);
-        const Vec hn = vldn(res + 3 * H + j, n), hp = vldn(a.h_prev + row * H + j, n);
+        const Vec hn = vldn(res + 3 * H + j, n), hp = vldn(h_prev + j, n);
         const Vec one = vset(1.0f);
         const Vec dn = vmul(dhj, vsub(one, z));
         const Vec dz = vmul(dhj, vsub(hp, nn));
@@ -368,7 +375,7 @@ RNNKIT_TARGET void rnn_backward(const RnnBackwardArgs& a, int64_t t_prev, int64_
           continue;
         }
         float* dh = a.dh + b * H + j;
-        const Vec dhj = vadd(vldn(dh, n), vldn(a.grad_out + row * H + j, n));
+        const Vec dhj = vadd(vldn(dh, n), load_grad(a.grad_out, t, b, j, n));
         const Vec y = vldn(a.out + row * H + j, n);
         const Vec g = a.relu ? vmul(dhj, vpositive(y))
                              : vmul(dhj, vsub(vset(1.0f), vmul(y, y)));

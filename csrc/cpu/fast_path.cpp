@@ -69,14 +69,33 @@ at::Tensor pack_panels(const float* src, int64_t gates, int64_t H, int64_t K, in
   const int64_t panel = K * gates * U;
   at::Tensor packed = empty_floats(std::max<int64_t>(1, blocks * panel));
   float* dst = packed.mutable_data_ptr<float>();
-  at::parallel_for(0, blocks * K, 64, [&](int64_t begin, int64_t end) {
-    for (int64_t r = begin; r < end; ++r) {
-      const int64_t jb = r / K, k = r % K;
-      float* row = dst + r * gates * U;
+  // Small packs stay on one thread (a parallel region costs more than they do).
+  const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 18) / std::max<int64_t>(1, panel));
+  at::parallel_for(0, blocks, grain, [&](int64_t begin, int64_t end) {
+    for (int64_t jb = begin; jb < end; ++jb) {
+      float* out = dst + jb * panel;
       for (int64_t g = 0; g < gates; ++g) {
         for (int64_t u = 0; u < U; ++u) {
           const int64_t j = jb * U + u;
-          row[g * U + u] = j < H ? src[g * gate_stride + j * unit_stride + k * k_stride] : 0.0f;
+          float* col = out + g * U + u;
+          if (j >= H) {
+            for (int64_t k = 0; k < K; ++k) col[k * gates * U] = 0.0f;
+          } else if (unit_stride == 1) {
+            // Consecutive units are adjacent in the source: filled row by row below.
+            continue;
+          } else {
+            // A source row per unit: read it in order, the panel (in cache) takes
+            // the scattered writes.
+            const float* row = src + g * gate_stride + j * unit_stride;
+            for (int64_t k = 0; k < K; ++k) col[k * gates * U] = row[k * k_stride];
+          }
+        }
+        if (unit_stride == 1) {
+          const int64_t n = std::min<int64_t>(U, H - jb * U);
+          for (int64_t k = 0; k < K; ++k) {
+            std::memcpy(out + k * gates * U + g * U,
+                        src + g * gate_stride + jb * U + k * k_stride, sizeof(float) * n);
+          }
         }
       }
     }
@@ -145,8 +164,17 @@ void run_backward(int64_t T, bool reverse, int64_t workers, int64_t blocks, cons
 
 }  // namespace
 
+GradOut grad_out_view(const at::Tensor& g, at::Tensor* copy) {
+  if (g.scalar_type() == at::kFloat && (g.stride(2) == 1 || g.stride(2) == 0 || g.size(2) <= 1)) {
+    return GradOut{g.const_data_ptr<float>(), g.stride(0), g.stride(1),
+                   g.stride(2) == 0 && g.size(2) > 1};
+  }
+  *copy = g.to(at::kFloat).contiguous();
+  return GradOut{copy->const_data_ptr<float>(), copy->stride(0), copy->stride(1), false};
+}
+
 void lstm_backward(const Kernels& k, int64_t T, int64_t B, int64_t H, bool reverse,
-                   const int64_t* len, const float* grad_out, const float* reserve,
+                   const int64_t* len, const GradOut& grad_out, const float* reserve,
                    const float* c0, const float* w_hh, float* dh, float* dc, float* dgates) {
   const int64_t U = kPlainVectors * k.width;
   const int64_t blocks = ceil_div(H, U);
@@ -159,19 +187,20 @@ void lstm_backward(const Kernels& k, int64_t T, int64_t B, int64_t H, bool rever
 }
 
 void gru_backward(const Kernels& k, int64_t T, int64_t B, int64_t H, bool reverse,
-                  const int64_t* len, const float* grad_out, const float* reserve,
-                  const float* h_prev, const float* w_hh, float* dh, float* dgates) {
+                  const int64_t* len, const GradOut& grad_out, const float* reserve,
+                  const float* out, const float* h0, const float* w_hh, float* dh,
+                  float* dgates) {
   const int64_t U = kPlainVectors * k.width;
   const int64_t blocks = ceil_div(H, U);
   const at::Tensor packed = pack_panels(w_hh, 1, H, 3 * H, 0, 1, H, U);
-  const GruBackwardArgs a{B,      H,   packed.const_data_ptr<float>(), grad_out, reserve,
-                          h_prev, len, dh,                            dgates};
+  const GruBackwardArgs a{T,   B,  H,   reverse, packed.const_data_ptr<float>(), grad_out,
+                          reserve, out, h0, len, dh,      dgates};
   run_backward(T, reverse, workers_for(blocks, B * 3 * H * H), blocks,
                [&](int64_t t_prev, int64_t t, int64_t jb) { k.gru_backward(a, t_prev, t, jb); });
 }
 
 void rnn_backward(const Kernels& k, int64_t T, int64_t B, int64_t H, bool reverse, bool relu,
-                  const int64_t* len, const float* grad_out, const float* out,
+                  const int64_t* len, const GradOut& grad_out, const float* out,
                   const float* w_hh, float* dh, float* dpre) {
   const int64_t U = kPlainVectors * k.width;
   const int64_t blocks = ceil_div(H, U);

@@ -103,14 +103,20 @@ void gru_forward(const Kernels& k, int64_t T, int64_t B, int64_t H, bool reverse
 void rnn_forward(const Kernels& k, int64_t T, int64_t B, int64_t H, bool reverse, bool relu,
                  const int64_t* len, const float* gx, const float* w_hh, float* h, float* out);
 void lstm_backward(const Kernels& k, int64_t T, int64_t B, int64_t H, bool reverse,
-                   const int64_t* len, const float* grad_out, const float* reserve,
+                   const int64_t* len, const GradOut& grad_out, const float* reserve,
                    const float* c0, const float* w_hh, float* dh, float* dc, float* dgates);
 void gru_backward(const Kernels& k, int64_t T, int64_t B, int64_t H, bool reverse,
-                  const int64_t* len, const float* grad_out, const float* reserve,
-                  const float* h_prev, const float* w_hh, float* dh, float* dgates);
+                  const int64_t* len, const GradOut& grad_out, const float* reserve,
+                  const float* out, const float* h0, const float* w_hh, float* dh,
+                  float* dgates);
 void rnn_backward(const Kernels& k, int64_t T, int64_t B, int64_t H, bool reverse, bool relu,
-                  const int64_t* len, const float* grad_out, const float* out,
+                  const int64_t* len, const GradOut& grad_out, const float* out,
                   const float* w_hh, float* dh, float* dpre);
+
+// The gradient of the output as the backward kernels read it: grad_output itself
+// when it is float32 with unit or zero stride along H (e.g. expanded from a sum),
+// else a contiguous float32 copy kept in *copy.
+GradOut grad_out_view(const at::Tensor& grad_output, at::Tensor* copy);
 
 }  // namespace fast
 }  // namespace cpu

@@ -11,6 +11,7 @@
 #include <ATen/Dispatch.h>
 #include <ATen/ops/cat.h>
 #include <ATen/ops/empty.h>
+#include <ATen/ops/mm.h>
 
 #include "cpu_common.h"
 #include "fast_path.h"
@@ -182,20 +183,24 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_layer_backward(
   const auto opts = input.options().dtype(ct);
   const std::vector<int64_t> len = sequence_lengths(lengths, B, T);
 
-  const Tensor gout = prepare(grad_output, ct), res = prepare(reserve, ct);
+  const fast::Kernels* fk = ct == at::kFloat ? fast::select() : nullptr;
+  Tensor gout_copy;  // the fast path reads grad_output in place when it can
+  const Tensor gout = fk ? Tensor() : prepare(grad_output, ct);
+  const Tensor res = prepare(reserve, ct);
   const Tensor x = prepare(input, ct), out = prepare(output, ct), h0c = prepare(h0, ct);
   const Tensor wih = prepare(w_ih, ct), whh = prepare(w_hh, ct);
-  const Tensor h_prev = previous_hidden(out, h0c, len, reverse);
 
   Tensor dh = grad_h_n.to(ct, false, true).contiguous();
   Tensor dgates = at::empty({T, B, 4 * H}, opts);
 
-  if (const fast::Kernels* fk = ct == at::kFloat ? fast::select() : nullptr) {
-    fast::gru_backward(*fk, T, B, H, reverse, len.data(), gout.const_data_ptr<float>(),
-                       res.const_data_ptr<float>(), h_prev.const_data_ptr<float>(),
+  if (fk) {
+    fast::gru_backward(*fk, T, B, H, reverse, len.data(),
+                       fast::grad_out_view(grad_output, &gout_copy), res.const_data_ptr<float>(),
+                       out.const_data_ptr<float>(), h0c.const_data_ptr<float>(),
                        whh.const_data_ptr<float>(), dh.mutable_data_ptr<float>(),
                        dgates.mutable_data_ptr<float>());
   } else {
+    const Tensor h_prev = previous_hidden(out, h0c, len, reverse);
     AT_DISPATCH_FLOATING_TYPES(ct, "rnnkit::gru_layer_backward", [&] {
       using T_ = scalar_t;
       GruBackward<T_>{T, B, H, StepOrder{T, reverse}, len.data(), gout.const_data_ptr<T_>(),
@@ -211,16 +216,25 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_layer_backward(
   const Tensor dg_rz = dg.narrow(1, 0, 2 * H);  // of the r, z columns of x · W_ihᵀ + b_ih
   const Tensor dg_xn = dg.narrow(1, 3 * H, H);  // of the n columns of x · W_ihᵀ + b_ih
   const Tensor x2d = x.view({T * B, I});
-  const Tensor dx = dg_rz.mm(wih.narrow(0, 0, 2 * H))
-                        .addmm_(dg_xn, wih.narrow(0, 2 * H, H))
-                        .view({T, B, I});
-  const Tensor dw_ih = at::cat({dg_rz.t().mm(x2d), dg_xn.t().mm(x2d)}, 0);
-  const Tensor dw_hh = dg_h.t().mm(h_prev.view({T * B, H}));
+  Tensor dw_ih = at::empty({3 * H, I}, opts);
+  {
+    Tensor rz = dw_ih.narrow(0, 0, 2 * H), n = dw_ih.narrow(0, 2 * H, H);
+    at::mm_out(rz, dg_rz.t(), x2d);
+    at::mm_out(n, dg_xn.t(), x2d);
+  }
+  gout_copy = Tensor();
+  const Tensor dw_hh = hidden_weight_grad(dg_h, out, h0c, len, reverse);
   Tensor db_ih = input.new_empty({0}), db_hh = input.new_empty({0});
   if (sz.has_bias) {
     db_hh = dg_h.sum(0).to(dtype);
     db_ih = at::cat({dg_rz.sum(0), dg_xn.sum(0)}, 0).to(dtype);
   }
+  // Last: it overwrites dgates.
+  const Tensor dx = input_grad_over(dg, I, [&](int64_t r0, int64_t r1) {
+                      return dg_rz.narrow(0, r0, r1 - r0)
+                          .mm(wih.narrow(0, 0, 2 * H))
+                          .addmm_(dg_xn.narrow(0, r0, r1 - r0), wih.narrow(0, 2 * H, H));
+                    }).view({T, B, I});
   return {dx.to(dtype), dh.to(dtype), dw_ih.to(dtype), dw_hh.to(dtype), db_ih, db_hh};
 }
 

@@ -251,7 +251,10 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_
   const auto opts = input.options().dtype(ct);
   const std::vector<int64_t> len = sequence_lengths(lengths, B, T);
 
-  const Tensor gout = prepare(grad_output, ct), res = prepare(reserve, ct);
+  const fast::Kernels* fk = (ct == at::kFloat && !sz.has_proj) ? fast::select() : nullptr;
+  Tensor gout_copy;  // the fast path reads grad_output in place when it can
+  const Tensor gout = fk ? Tensor() : prepare(grad_output, ct);
+  const Tensor res = prepare(reserve, ct);
   const Tensor x = prepare(input, ct), out = prepare(output, ct);
   const Tensor h0c = prepare(h0, ct), c0c = prepare(c0, ct);
   const Tensor wih = prepare(w_ih, ct), whh = prepare(w_hh, ct), whr = prepare(w_hr, ct);
@@ -262,9 +265,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_
   Tensor dy = sz.has_proj ? at::empty({T, B, P}, opts) : Tensor();
   Tensor dh_full = sz.has_proj ? at::empty({B, H}, opts) : Tensor();
 
-  const fast::Kernels* fk = (ct == at::kFloat && !sz.has_proj) ? fast::select() : nullptr;
   if (fk) {
-    fast::lstm_backward(*fk, T, B, H, reverse, len.data(), gout.const_data_ptr<float>(),
+    fast::lstm_backward(*fk, T, B, H, reverse, len.data(),
+                        fast::grad_out_view(grad_output, &gout_copy),
                         res.const_data_ptr<float>(), c0c.const_data_ptr<float>(),
                         whh.const_data_ptr<float>(), dh.mutable_data_ptr<float>(),
                         dc.mutable_data_ptr<float>(), dgates.mutable_data_ptr<float>());
@@ -283,17 +286,20 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_
   }
 
   // Whole-sequence weight gradients: GEMMs over all T*B rows at once.
+  gout_copy = Tensor();
   const Tensor dg = dgates.view({T * B, 4 * H});
-  const Tensor h_prev = previous_hidden(out, h0c, len, reverse).view({T * B, P});
-  const Tensor dx = dg.mm(wih).view({T, B, I});
+  const Tensor dw_hh = hidden_weight_grad(dg, out, h0c, len, reverse);
   const Tensor dw_ih = dg.t().mm(x.view({T * B, I}));
-  const Tensor dw_hh = dg.t().mm(h_prev);
   Tensor db_ih = input.new_empty({0}), db_hh = input.new_empty({0});
   if (sz.has_bias) {
     const Tensor db = dg.sum(0);
     db_ih = db.to(dtype, false, /*copy=*/true);
     db_hh = db.to(dtype, false, /*copy=*/true);
   }
+  // Last: it overwrites dgates.
+  const Tensor dx = input_grad_over(dg, I, [&](int64_t r0, int64_t r1) {
+                      return dg.narrow(0, r0, r1 - r0).mm(wih);
+                    }).view({T, B, I});
   Tensor dw_hr = input.new_empty({0});
   if (sz.has_proj) {
     Tensor h_full = at::empty({T, B, H}, opts);

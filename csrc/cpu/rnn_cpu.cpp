@@ -144,15 +144,19 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> rnn_layer_backward(
   const auto opts = input.options().dtype(ct);
   const std::vector<int64_t> len = sequence_lengths(lengths, B, T);
 
-  const Tensor gout = prepare(grad_output, ct), out = prepare(output, ct);
+  const fast::Kernels* fk = ct == at::kFloat ? fast::select() : nullptr;
+  Tensor gout_copy;  // the fast path reads grad_output in place when it can
+  const Tensor gout = fk ? Tensor() : prepare(grad_output, ct);
+  const Tensor out = prepare(output, ct);
   const Tensor x = prepare(input, ct), h0c = prepare(h0, ct);
   const Tensor wih = prepare(w_ih, ct), whh = prepare(w_hh, ct);
 
   Tensor dh = grad_h_n.to(ct, false, true).contiguous();
   Tensor dpre = at::empty({T, B, H}, opts);
 
-  if (const fast::Kernels* fk = ct == at::kFloat ? fast::select() : nullptr) {
-    fast::rnn_backward(*fk, T, B, H, reverse, relu, len.data(), gout.const_data_ptr<float>(),
+  if (fk) {
+    fast::rnn_backward(*fk, T, B, H, reverse, relu, len.data(),
+                       fast::grad_out_view(grad_output, &gout_copy),
                        out.const_data_ptr<float>(), whh.const_data_ptr<float>(),
                        dh.mutable_data_ptr<float>(), dpre.mutable_data_ptr<float>());
   } else {
@@ -167,16 +171,19 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> rnn_layer_backward(
   }
 
   const Tensor dg = dpre.view({T * B, H});
-  const Tensor h_prev = previous_hidden(out, h0c, len, reverse).view({T * B, H});
-  const Tensor dx = dg.mm(wih).view({T, B, I});
+  gout_copy = Tensor();
+  const Tensor dw_hh = hidden_weight_grad(dg, out, h0c, len, reverse);
   const Tensor dw_ih = dg.t().mm(x.view({T * B, I}));
-  const Tensor dw_hh = dg.t().mm(h_prev);
   Tensor db_ih = input.new_empty({0}), db_hh = input.new_empty({0});
   if (sz.has_bias) {
     const Tensor db = dg.sum(0);
     db_ih = db.to(dtype, false, /*copy=*/true);
     db_hh = db.to(dtype, false, /*copy=*/true);
   }
+  // Last: it overwrites dpre.
+  const Tensor dx = input_grad_over(dg, I, [&](int64_t r0, int64_t r1) {
+                      return dg.narrow(0, r0, r1 - r0).mm(wih);
+                    }).view({T, B, I});
   return {dx.to(dtype), dh.to(dtype), dw_ih.to(dtype), dw_hh.to(dtype), db_ih, db_hh};
 }
 

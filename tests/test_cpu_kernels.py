@@ -342,3 +342,17 @@ def test_bad_shapes_and_dtypes_raise(cell):
         broken = list(args)
         broken[0] = case.input[:0]
         case.op(*broken)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_input_gradient_in_blocks(cell):
+    """The input gradient is computed in blocks of rows over the gate gradients'
+    storage: enough rows for several blocks, with I below, equal to and above
+    the gate width G*H (the last gets its own buffer)."""
+    seed = _fresh_seed()
+    torch.manual_seed(seed)
+    G = GATES[cell]
+    H = 160
+    for I in (40, G * H, G * H + 24):
+        case = Case(cell, T=3, B=40, I=I, H=H, lengths=torch.randint(0, 4, (40,)))
+        check_against_reference(case, seed, 1e-10, 1e-9)

@@ -230,10 +230,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_layer_backward(
     db_ih = at::cat({dg_rz.sum(0), dg_xn.sum(0)}, 0).to(dtype);
   }
   // Last: it overwrites dgates.
-  const Tensor dx = input_grad_over(dg, I, [&](int64_t r0, int64_t r1) {
-                      return dg_rz.narrow(0, r0, r1 - r0)
-                          .mm(wih.narrow(0, 0, 2 * H))
-                          .addmm_(dg_xn.narrow(0, r0, r1 - r0), wih.narrow(0, 2 * H, H));
+  const Tensor dx = input_grad_over(dg, I, [&](int64_t r0, int64_t r1, Tensor& rows) {
+                      at::mm_out(rows, dg_rz.narrow(0, r0, r1 - r0), wih.narrow(0, 0, 2 * H));
+                      rows.addmm_(dg_xn.narrow(0, r0, r1 - r0), wih.narrow(0, 2 * H, H));
                     }).view({T, B, I});
   return {dx.to(dtype), dh.to(dtype), dw_ih.to(dtype), dw_hh.to(dtype), db_ih, db_hh};
 }

@@ -10,6 +10,7 @@
 
 #include <ATen/Dispatch.h>
 #include <ATen/ops/empty.h>
+#include <ATen/ops/mm.h>
 #include <ATen/ops/zeros.h>
 
 #include "cpu_common.h"
@@ -297,8 +298,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_
     db_hh = db.to(dtype, false, /*copy=*/true);
   }
   // Last: it overwrites dgates.
-  const Tensor dx = input_grad_over(dg, I, [&](int64_t r0, int64_t r1) {
-                      return dg.narrow(0, r0, r1 - r0).mm(wih);
+  const Tensor dx = input_grad_over(dg, I, [&](int64_t r0, int64_t r1, Tensor& rows) {
+                      at::mm_out(rows, dg.narrow(0, r0, r1 - r0), wih);
                     }).view({T, B, I});
   Tensor dw_hr = input.new_empty({0});
   if (sz.has_proj) {

@@ -4,6 +4,7 @@
 
 #include <ATen/Dispatch.h>
 #include <ATen/ops/empty.h>
+#include <ATen/ops/mm.h>
 
 #include "cpu_common.h"
 #include "fast_path.h"
@@ -181,8 +182,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> rnn_layer_backward(
     db_hh = db.to(dtype, false, /*copy=*/true);
   }
   // Last: it overwrites dpre.
-  const Tensor dx = input_grad_over(dg, I, [&](int64_t r0, int64_t r1) {
-                      return dg.narrow(0, r0, r1 - r0).mm(wih);
+  const Tensor dx = input_grad_over(dg, I, [&](int64_t r0, int64_t r1, Tensor& rows) {
+                      at::mm_out(rows, dg.narrow(0, r0, r1 - r0), wih);
                     }).view({T, B, I});
   return {dx.to(dtype), dh.to(dtype), dw_ih.to(dtype), dw_hh.to(dtype), db_ih, db_hh};
 }

@@ -108,6 +108,15 @@ struct RnnBackwardArgs {
   float* dpre;  // [T, B, H]
 };
 
+// The hoisted input projection y = x · W_ihᵀ + bias over all T*B rows at once.
+struct ProjectionArgs {
+  int64_t rows, N, K;   // y is [rows, N], x is [rows, K]
+  const float* packed;  // plain panels of W_ih ([N, K]: units = its rows)
+  const float* x;       // [rows, K]
+  const float* bias;    // [N] or null
+  float* y;             // [rows, N]
+};
+
 // One instruction set's kernels. h_prev/h_next: the running state before and
 // after step t ([B, H]; the forward alternates two buffers).
 struct Kernels {
@@ -122,6 +131,8 @@ struct Kernels {
   void (*lstm_backward)(const LstmBackwardArgs&, int64_t t_prev, int64_t t, int64_t block);
   void (*gru_backward)(const GruBackwardArgs&, int64_t t_prev, int64_t t, int64_t block);
   void (*rnn_backward)(const RnnBackwardArgs&, int64_t t_prev, int64_t t, int64_t block);
+  // Rows [r0, r1) of the projection for one block of kPlainVectors vectors of columns.
+  void (*projection)(const ProjectionArgs&, int64_t r0, int64_t r1, int64_t block);
 };
 
 // Null when this build or this compiler lacks the instruction set (whether the

@@ -386,7 +386,35 @@ RNNKIT_TARGET void rnn_backward(const RnnBackwardArgs& a, int64_t t_prev, int64_
   }
 }
 
+// ------------------------------------------------------------------ projection
+
+RNNKIT_TARGET void projection(const ProjectionArgs& a, int64_t r0, int64_t r1, int64_t block) {
+  constexpr int MR = kRows4;
+  constexpr int NV = kPlainVectors;
+  const int64_t N = a.N, K = a.K;
+  const int64_t j0 = block * NV * W;
+  const float* panel = a.packed + block * K * NV * W;
+  alignas(64) float tile[MR * NV * W];
+  Vec bias[NV];
+  for (int v = 0; v < NV; ++v) {
+    bias[v] = a.bias ? vldn(a.bias + j0 + v * W, valid(N, j0 + v * W)) : vzero();
+  }
+  for (int64_t b0 = r0; b0 < r1; b0 += MR) {
+    const int m = static_cast<int>(imin(MR, r1 - b0));
+    micro_rows<NV, MR>(m, K, a.x + b0 * K, K, panel, tile);
+    for (int i = 0; i < m; ++i) {
+      float* y = a.y + (b0 + i) * N;
+      for (int v = 0; v < NV; ++v) {
+        const int64_t j = j0 + v * W;
+        const int n = valid(N, j);
+        if (n == 0) break;
+        vstn(y + j, vadd(vld(tile + i * NV * W + v * W), bias[v]), n);
+      }
+    }
+  }
+}
+
 // The table handed to the drivers.
 static const Kernels kKernels = {kName,         W,           &lstm_forward, &gru_forward,
                                  &rnn_forward,  &lstm_backward, &gru_backward,
-                                 &rnn_backward};
+                                 &rnn_backward, &projection};

@@ -103,6 +103,34 @@ at::Tensor pack_panels(const float* src, int64_t gates, int64_t H, int64_t K, in
   return packed;
 }
 
+bool use_own_projection(int64_t rows, int64_t N, int64_t K) {
+  return rows <= 256 || rows * N * K >= (int64_t{1} << 30);
+}
+
+at::Tensor projection(const Kernels& k, const float* x, int64_t rows, int64_t K, const float* w_ih,
+                      int64_t N, const float* bias) {
+  at::Tensor y = at::empty({rows, N}, at::TensorOptions().dtype(at::kFloat));
+  if (rows == 0 || N == 0) return y;
+  const int64_t U = kPlainVectors * k.width;
+  const int64_t blocks = ceil_div(N, U);
+  const at::Tensor packed = pack_panels(w_ih, 1, N, K, 0, K, 1, U);
+  const ProjectionArgs a{rows, N, K, packed.const_data_ptr<float>(), x, bias,
+                         y.mutable_data_ptr<float>()};
+  // Tasks of one column block by a run of rows that keeps the rows of x in L2.
+  const int64_t chunk = std::max<int64_t>(48, ((int64_t{1} << 16) / std::max<int64_t>(1, K)) / 6 * 6);
+  const int64_t chunks = ceil_div(rows, chunk);
+  const int64_t tasks = blocks * chunks;
+  // About 2^18 multiply-adds per task before a second thread joins.
+  const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 18) / std::max<int64_t>(1, chunk * U * K));
+  at::parallel_for(0, tasks, grain, [&](int64_t begin, int64_t end) {
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t c = task / blocks, jb = task % blocks;
+      k.projection(a, c * chunk, std::min(rows, (c + 1) * chunk), jb);
+    }
+  });
+  return y;
+}
+
 // ---------------------------------------------------------------- forward
 
 void lstm_forward(const Kernels& k, int64_t T, int64_t B, int64_t H, bool reverse,

@@ -92,6 +92,16 @@ void run_iterations(int64_t iters, int64_t workers, int64_t blocks, const Fn& fn
   });
 }
 
+// x · W_ihᵀ + bias for x [rows, K] and W_ih [N, K], bias [N] or null: the
+// hoisted input projection of every layer, [rows, N], with the kernels' own
+// microkernel where it beat ATen's GEMM (MKL, which takes an AVX2 path on AMD)
+// when measured on 2 Zen 5 cores: few rows (B=1, T=100: 1.00-1.12x) and big
+// products (B=64, H=512: 1.05-1.07x), not the middle (B=8, H=256: 0.92-0.97x),
+// which keeps ATen's GEMM. `x` must be contiguous.
+bool use_own_projection(int64_t rows, int64_t N, int64_t K);
+at::Tensor projection(const Kernels& k, const float* x, int64_t rows, int64_t K, const float* w_ih,
+                      int64_t N, const float* bias);
+
 // The layer drivers: the same contracts as the portable loops they replace
 // (lstm_cpu.cpp, gru_cpu.cpp, rnn_cpu.cpp), all float32 and contiguous. The
 // forward ones take h (h0 in, h_n out); the backward ones dh (grad_h_n in,

@@ -204,14 +204,19 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_layer(
   const Tensor x = prepare(input, ct);
   const Tensor wih = prepare(w_ih, ct), whh = prepare(w_hh, ct), whr = prepare(w_hr, ct);
   const Tensor bias = sz.has_bias ? prepare(*b_ih, ct).add(prepare(*b_hh, ct)) : Tensor();
-  const Tensor gx = input_projection(x, wih, bias);
+  const fast::Kernels* fk = (ct == at::kFloat && !sz.has_proj) ? fast::select() : nullptr;
+  const bool own_projection = fk && fast::use_own_projection(T * B, 4 * H, sz.I);
+  const Tensor gx = own_projection
+                        ? fast::projection(*fk, x.const_data_ptr<float>(), T * B, sz.I,
+                                           wih.const_data_ptr<float>(), 4 * H,
+                                           sz.has_bias ? bias.const_data_ptr<float>() : nullptr)
+                        : input_projection(x, wih, bias);
 
   Tensor h = h0.to(ct, /*non_blocking=*/false, /*copy=*/true).contiguous();
   Tensor c = c0.to(ct, false, true).contiguous();
   Tensor output = at::empty({T, B, P}, opts);
   Tensor reserve = at::empty({T, B, 5 * H}, opts);
 
-  const fast::Kernels* fk = (ct == at::kFloat && !sz.has_proj) ? fast::select() : nullptr;
   if (fk) {
     fast::lstm_forward(*fk, T, B, H, reverse, len.data(), gx.const_data_ptr<float>(),
                        whh.const_data_ptr<float>(), h.mutable_data_ptr<float>(),

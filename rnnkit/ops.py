@@ -176,6 +176,29 @@ def _register_fakes():
         return (input.new_empty(input.shape), h0.new_empty(h0.shape), c0.new_empty(c0.shape),
                 *_weight_grads(input, w_ih, w_hh, b_ih, b_hh, w_hr))
 
+    # The CPU-only overloads that may skip the gradient of the input.
+    def _input_grad(input, input_grad):
+        return input.new_empty(input.shape) if input_grad else input.new_empty((0,))
+
+    if _extension.has_overload("rnn_layer_backward.input_optional"):
+        @lib.register_fake("rnnkit::rnn_layer_backward.input_optional")
+        def _(grad_output, grad_h_n, input, lengths, h0, w_ih, w_hh, b_ih, b_hh, reverse, relu,
+              output, reserve, input_grad):
+            return (_input_grad(input, input_grad), h0.new_empty(h0.shape),
+                    *_weight_grads(input, w_ih, w_hh, b_ih, b_hh))
+
+        @lib.register_fake("rnnkit::gru_layer_backward.input_optional")
+        def _(grad_output, grad_h_n, input, lengths, h0, w_ih, w_hh, b_ih, b_hh, reverse,
+              output, reserve, input_grad):
+            return (_input_grad(input, input_grad), h0.new_empty(h0.shape),
+                    *_weight_grads(input, w_ih, w_hh, b_ih, b_hh))
+
+        @lib.register_fake("rnnkit::lstm_layer_backward.input_optional")
+        def _(grad_output, grad_h_n, grad_c_n, input, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh,
+              w_hr, reverse, output, reserve, input_grad):
+            return (_input_grad(input, input_grad), h0.new_empty(h0.shape),
+                    c0.new_empty(c0.shape), *_weight_grads(input, w_ih, w_hh, b_ih, b_hh, w_hr))
+
 
 # ---------------------------------------------------------------------------
 # Autograd: forward op -> backward op. Double backward (create_graph=True)
@@ -214,7 +237,14 @@ def _make_backward(cell: str):
                            for x in differentiable]
         else:
             backward_op = getattr(torch.ops.rnnkit, f"{cell}_layer_backward")
-            found_grads = backward_op(*grads, *args, *ctx.flags, results[0], results[-1])
+            op_args = (*grads, *args, *ctx.flags, results[0], results[-1])
+            if not ctx.needs_input_grad[0] and _extension.has_kernel(
+                    f"{cell}_layer_backward.input_optional", args[0].device.type):
+                # The input does not need a gradient (e.g. a network's first layer):
+                # the overload that skips it.
+                found_grads = backward_op.input_optional(*op_args, False)
+            else:
+                found_grads = backward_op(*op_args)
             # The gradient of an absent optional argument comes back empty.
             found_grads = [None if x is None else g for g, x in zip(found_grads, differentiable)]
         return (found_grads[0], None, *found_grads[1:]) + (None,) * len(ctx.flags)

@@ -356,3 +356,45 @@ def test_input_gradient_in_blocks(cell):
     for I in (40, G * H, G * H + 24):
         case = Case(cell, T=12, B=40, I=I, H=H, lengths=torch.randint(0, 13, (40,)))
         check_against_reference(case, seed, 1e-10, 1e-9)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_backward_without_input_gradient(cell):
+    """The input_optional overloads: the same gradients with input_grad=True, and
+    an empty gradient of the input (the rest unchanged) with input_grad=False;
+    autograd takes the latter when the input does not require grad."""
+    seed = _fresh_seed()
+    rng = random.Random(seed)
+    torch.manual_seed(seed)
+    for dtype in (torch.float64, torch.float32):
+        case = random_case(cell, rng, dtype)
+        with torch.no_grad():
+            outputs = case.op(*case.args())
+        grads = case.output_grads(outputs)
+        args = case.backward_args(grads, outputs)
+        full = case.backward_op(*args)
+        every = case.backward_op.input_optional(*args, True)
+        some = case.backward_op.input_optional(*args, False)
+        assert some[0].shape == (0,) and some[0].dtype == dtype
+        for a, b, c in zip(full[1:], every[1:], some[1:]):
+            assert torch.equal(a, b) and torch.equal(a, c), case.describe(seed)
+        assert torch.equal(full[0], every[0])
+    for t in case.state_args()[1:]:
+        if t is not None:
+            t.requires_grad_(True)
+    with ops.record_paths():
+        out = case.ops_fn(*case.args())
+    sum(o.sum() for o in out).backward()
+    assert case.input.grad is None
+    assert case.w_hh.grad is not None
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_opcheck_backward_input_optional(cell):
+    for case in _opcheck_cases(cell):
+        with torch.no_grad():
+            outputs = case.op(*case.args())
+        grads = case.output_grads(outputs)
+        for flag in (True, False):
+            torch.library.opcheck(case.backward_op.input_optional,
+                                  case.backward_args(grads, outputs) + (flag,))

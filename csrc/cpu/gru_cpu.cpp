@@ -179,7 +179,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_layer_backward(
     const Tensor& grad_output, const Tensor& grad_h_n, const Tensor& input,
     const OptTensor& lengths, const Tensor& h0, const Tensor& w_ih, const Tensor& w_hh,
     const OptTensor& b_ih, const OptTensor& b_hh, bool reverse, const Tensor& output,
-    const Tensor& reserve) {
+    const Tensor& reserve, bool input_grad) {
   const LayerSizes sz =
       check_layer_forward(Cell::GRU, input, lengths, h0, nullptr, w_ih, w_hh, b_ih, b_hh, {});
   check_layer_backward(Cell::GRU, sz, input, grad_output, grad_h_n, nullptr, output, reserve);
@@ -236,10 +236,13 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_layer_backward(
     db_ih = at::cat({dg_rz.sum(0), dg_xn.sum(0)}, 0).to(dtype);
   }
   // Last: it overwrites dgates.
-  const Tensor dx = input_grad_over(dg, I, [&](int64_t r0, int64_t r1, Tensor& rows) {
-                      at::mm_out(rows, dg_rz.narrow(0, r0, r1 - r0), wih.narrow(0, 0, 2 * H));
-                      rows.addmm_(dg_xn.narrow(0, r0, r1 - r0), wih.narrow(0, 2 * H, H));
-                    }).view({T, B, I});
+  Tensor dx = input.new_empty({0});
+  if (input_grad) {
+    dx = input_grad_over(dg, I, [&](int64_t r0, int64_t r1, Tensor& rows) {
+      at::mm_out(rows, dg_rz.narrow(0, r0, r1 - r0), wih.narrow(0, 0, 2 * H));
+      rows.addmm_(dg_xn.narrow(0, r0, r1 - r0), wih.narrow(0, 2 * H, H));
+    }).view({T, B, I});
+  }
   return {dx.to(dtype), dh.to(dtype), dw_ih.to(dtype), dw_hh.to(dtype), db_ih, db_hh};
 }
 

@@ -1,6 +1,9 @@
 #pragma once
 // The CPU kernels of the layer ops, one forward and one backward per cell kind,
-// with the signatures of their schemas in csrc/rnnkit.cpp.
+// with the signatures of their schemas in csrc/rnnkit.cpp. The backward ones take
+// the trailing flag of the `input_optional` overloads: input_grad=false returns
+// an empty gradient of the input without computing it (the default overloads
+// pass true).
 
 #include <ATen/core/Tensor.h>
 
@@ -21,7 +24,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> rnn_layer_backward(
     const Tensor& grad_output, const Tensor& grad_h_n, const Tensor& input,
     const OptTensor& lengths, const Tensor& h0, const Tensor& w_ih, const Tensor& w_hh,
     const OptTensor& b_ih, const OptTensor& b_hh, bool reverse, bool relu, const Tensor& output,
-    const Tensor& reserve);
+    const Tensor& reserve, bool input_grad);
 
 std::tuple<Tensor, Tensor, Tensor> gru_layer(
     const Tensor& input, const OptTensor& lengths, const Tensor& h0, const Tensor& w_ih,
@@ -31,7 +34,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_layer_backward(
     const Tensor& grad_output, const Tensor& grad_h_n, const Tensor& input,
     const OptTensor& lengths, const Tensor& h0, const Tensor& w_ih, const Tensor& w_hh,
     const OptTensor& b_ih, const OptTensor& b_hh, bool reverse, const Tensor& output,
-    const Tensor& reserve);
+    const Tensor& reserve, bool input_grad);
 
 std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_layer(
     const Tensor& input, const OptTensor& lengths, const Tensor& h0, const Tensor& c0,
@@ -42,7 +45,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_
     const Tensor& grad_output, const Tensor& grad_h_n, const Tensor& grad_c_n, const Tensor& input,
     const OptTensor& lengths, const Tensor& h0, const Tensor& c0, const Tensor& w_ih,
     const Tensor& w_hh, const OptTensor& b_ih, const OptTensor& b_hh, const OptTensor& w_hr,
-    bool reverse, const Tensor& output, const Tensor& reserve);
+    bool reverse, const Tensor& output, const Tensor& reserve, bool input_grad);
 
 }  // namespace cpu
 }  // namespace rnnkit

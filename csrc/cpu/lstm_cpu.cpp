@@ -247,7 +247,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_
     const Tensor& grad_output, const Tensor& grad_h_n, const Tensor& grad_c_n, const Tensor& input,
     const OptTensor& lengths, const Tensor& h0, const Tensor& c0, const Tensor& w_ih,
     const Tensor& w_hh, const OptTensor& b_ih, const OptTensor& b_hh, const OptTensor& w_hr,
-    bool reverse, const Tensor& output, const Tensor& reserve) {
+    bool reverse, const Tensor& output, const Tensor& reserve, bool input_grad) {
   const LayerSizes sz =
       check_layer_forward(Cell::LSTM, input, lengths, h0, &c0, w_ih, w_hh, b_ih, b_hh, w_hr);
   check_layer_backward(Cell::LSTM, sz, input, grad_output, grad_h_n, &grad_c_n, output, reserve);
@@ -303,9 +303,12 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_
     db_hh = db.to(dtype, false, /*copy=*/true);
   }
   // Last: it overwrites dgates.
-  const Tensor dx = input_grad_over(dg, I, [&](int64_t r0, int64_t r1, Tensor& rows) {
-                      at::mm_out(rows, dg.narrow(0, r0, r1 - r0), wih);
-                    }).view({T, B, I});
+  Tensor dx = input.new_empty({0});
+  if (input_grad) {
+    dx = input_grad_over(dg, I, [&](int64_t r0, int64_t r1, Tensor& rows) {
+      at::mm_out(rows, dg.narrow(0, r0, r1 - r0), wih);
+    }).view({T, B, I});
+  }
   Tensor dw_hr = input.new_empty({0});
   if (sz.has_proj) {
     Tensor h_full = at::empty({T, B, H}, opts);

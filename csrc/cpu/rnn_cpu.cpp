@@ -140,7 +140,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> rnn_layer_backward(
     const Tensor& grad_output, const Tensor& grad_h_n, const Tensor& input,
     const OptTensor& lengths, const Tensor& h0, const Tensor& w_ih, const Tensor& w_hh,
     const OptTensor& b_ih, const OptTensor& b_hh, bool reverse, bool relu, const Tensor& output,
-    const Tensor& reserve) {
+    const Tensor& reserve, bool input_grad) {
   const Cell cell = relu ? Cell::RNN_RELU : Cell::RNN_TANH;
   const LayerSizes sz =
       check_layer_forward(cell, input, lengths, h0, nullptr, w_ih, w_hh, b_ih, b_hh, {});
@@ -188,9 +188,12 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> rnn_layer_backward(
     db_hh = db.to(dtype, false, /*copy=*/true);
   }
   // Last: it overwrites dpre.
-  const Tensor dx = input_grad_over(dg, I, [&](int64_t r0, int64_t r1, Tensor& rows) {
-                      at::mm_out(rows, dg.narrow(0, r0, r1 - r0), wih);
-                    }).view({T, B, I});
+  Tensor dx = input.new_empty({0});
+  if (input_grad) {
+    dx = input_grad_over(dg, I, [&](int64_t r0, int64_t r1, Tensor& rows) {
+      at::mm_out(rows, dg.narrow(0, r0, r1 - r0), wih);
+    }).view({T, B, I});
+  }
   return {dx.to(dtype), dh.to(dtype), dw_ih.to(dtype), dw_hh.to(dtype), db_ih, db_hh};
 }
 

@@ -95,8 +95,11 @@ def test_level_edges(level, cell):
               lengths=torch.tensor([5, 0, 3, 5, 1, 2, 4, 5, 0, 1, 5, 3, 2])),
         _case(cell, rng, B=0, H=9, T=3),
         _case(cell, rng, B=3, H=20, T=3, lengths=torch.zeros(3, dtype=torch.int64)),
-        # An input projection of several row blocks (I=300: 216 rows per task).
-        _case(cell, rng, B=40, H=21, T=6, I=300),
+        # The input projection runs in chunks of ceil(512 / B) steps: several
+        # chunks (the last one short), both directions, with lengths.
+        _case(cell, rng, B=40, H=21, T=30, I=37, reverse=False),
+        _case(cell, rng, B=40, H=21, T=30, I=37, reverse=True,
+              lengths=torch.randint(0, 31, (40,))),
     ]
     if cell == "lstm":  # the projection keeps the portable path
         cases.append(_case(cell, rng, B=5, H=19, P=7, T=4, reverse=True))

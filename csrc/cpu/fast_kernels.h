@@ -31,7 +31,8 @@ constexpr int kPlainVectors = 4;
 struct LstmForwardArgs {
   int64_t B, H;            // K = H (no projection on this path)
   const float* packed;     // gate panels of W_hh
-  const float* gx;         // [T, B, 4H] input projection with both biases
+  const float* gx;         // input projection with both biases, [*, B, 4H] from step gx_t0
+  int64_t gx_t0;
   const int64_t* len;      // [B]
   float* c;                // [B, H] running cell state
   float* out;              // [T, B, H]
@@ -41,7 +42,8 @@ struct LstmForwardArgs {
 struct GruForwardArgs {
   int64_t B, H;
   const float* packed;  // gate panels of W_hh
-  const float* gx;      // [T, B, 3H] input projection with b_ih and b_hr, b_hz
+  const float* gx;      // input projection with b_ih and b_hr, b_hz, [*, B, 3H] from step gx_t0
+  int64_t gx_t0;
   const float* b_hn;    // [H] or null
   const int64_t* len;
   float* out;      // [T, B, H]
@@ -52,7 +54,8 @@ struct RnnForwardArgs {
   int64_t B, H;
   bool relu;
   const float* packed;  // plain panels of W_hh
-  const float* gx;      // [T, B, H]
+  const float* gx;      // input projection with both biases, [*, B, H] from step gx_t0
+  int64_t gx_t0;
   const int64_t* len;
   float* out;  // [T, B, H]
 };
@@ -108,10 +111,13 @@ struct RnnBackwardArgs {
   float* dpre;  // [T, B, H]
 };
 
-// The hoisted input projection y = x · W_ihᵀ + bias over all T*B rows at once.
+// The input projection y = x · W_ihᵀ + bias for a run of rows: the columns of
+// one block of W_ih's panels, packed like W_hh's (gate panels of `gates` gates for
+// the LSTM and GRU, plain panels for the Elman RNN, gates = 1).
 struct ProjectionArgs {
-  int64_t rows, N, K;   // y is [rows, N], x is [rows, K]
-  const float* packed;  // plain panels of W_ih ([N, K]: units = its rows)
+  int64_t N, K, H;      // y rows have N = gates*H columns, x rows K
+  int gates;            // 3 or 4 (gate panels) or 1 (plain panels)
+  const float* packed;  // panels of W_ih
   const float* x;       // [rows, K]
   const float* bias;    // [N] or null
   float* y;             // [rows, N]

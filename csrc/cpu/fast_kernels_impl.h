@@ -135,7 +135,7 @@ RNNKIT_TARGET void lstm_forward(const LstmForwardArgs& a, int64_t t, const float
         vstn(h_next + b * H + j, vldn(h_prev + b * H + j, n), n);
         continue;
       }
-      const float* x = a.gx + row * 4 * H + j;
+      const float* x = a.gx + ((t - a.gx_t0) * B + b) * 4 * H + j;
       const float* acc = tile + i * 4 * W;
       const Vec ig = vsigmoid(vadd(vld(acc), vldn(x, n)));
       const Vec fg = vsigmoid(vadd(vld(acc + W), vldn(x + H, n)));
@@ -179,7 +179,7 @@ RNNKIT_TARGET void gru_forward(const GruForwardArgs& a, int64_t t, const float* 
         vstn(h_next + b * H + j, hp, n);
         continue;
       }
-      const float* x = a.gx + row * 3 * H + j;
+      const float* x = a.gx + ((t - a.gx_t0) * B + b) * 3 * H + j;
       const float* acc = tile + i * 3 * W;
       const Vec hn = a.b_hn ? vadd(vld(acc + 2 * W), b_hn) : vld(acc + 2 * W);
       const Vec r = vsigmoid(vadd(vldn(x, n), vld(acc)));
@@ -220,7 +220,7 @@ RNNKIT_TARGET void rnn_forward(const RnnForwardArgs& a, int64_t t, const float* 
           vstn(h_next + b * H + j, vldn(h_prev + b * H + j, n), n);
           continue;
         }
-        const Vec pre = vadd(vld(tile + i * NV * W + v * W), vldn(a.gx + row * H + j, n));
+        const Vec pre = vadd(vld(tile + i * NV * W + v * W), vldn(a.gx + ((t - a.gx_t0) * B + b) * H + j, n));
         const Vec h = a.relu ? vmax(pre, vzero()) : vtanh(pre);
         vstn(out, h, n);
         vstn(h_next + b * H + j, h, n);
@@ -388,29 +388,42 @@ RNNKIT_TARGET void rnn_backward(const RnnBackwardArgs& a, int64_t t_prev, int64_
 
 // ------------------------------------------------------------------ projection
 
-RNNKIT_TARGET void projection(const ProjectionArgs& a, int64_t r0, int64_t r1, int64_t block) {
-  constexpr int MR = kRows4;
-  constexpr int NV = kPlainVectors;
-  const int64_t N = a.N, K = a.K;
-  const int64_t j0 = block * NV * W;
+template <int NV>
+RNNKIT_TARGET static inline void projection_rows(const ProjectionArgs& a, int64_t r0, int64_t r1,
+                                                 int64_t block) {
+  constexpr int MR = NV == 3 ? kRows3 : kRows4;
+  const int64_t N = a.N, K = a.K, H = a.H;
+  const bool gated = a.gates > 1;
   const float* panel = a.packed + block * K * NV * W;
-  alignas(64) float tile[MR * NV * W];
+  // Vector v covers columns col[v] .. col[v] + n[v] of y.
+  int64_t col[NV];
+  int n[NV];
   Vec bias[NV];
   for (int v = 0; v < NV; ++v) {
-    bias[v] = a.bias ? vldn(a.bias + j0 + v * W, valid(N, j0 + v * W)) : vzero();
+    const int64_t unit = gated ? block * W : block * NV * W + v * W;
+    col[v] = gated ? v * H + unit : unit;
+    n[v] = valid(gated ? H : N, unit);
+    bias[v] = a.bias && n[v] > 0 ? vldn(a.bias + col[v], n[v]) : vzero();
   }
+  alignas(64) float tile[MR * NV * W];
   for (int64_t b0 = r0; b0 < r1; b0 += MR) {
     const int m = static_cast<int>(imin(MR, r1 - b0));
     micro_rows<NV, MR>(m, K, a.x + b0 * K, K, panel, tile);
     for (int i = 0; i < m; ++i) {
       float* y = a.y + (b0 + i) * N;
       for (int v = 0; v < NV; ++v) {
-        const int64_t j = j0 + v * W;
-        const int n = valid(N, j);
-        if (n == 0) break;
-        vstn(y + j, vadd(vld(tile + i * NV * W + v * W), bias[v]), n);
+        if (n[v] == 0) break;
+        vstn(y + col[v], vadd(vld(tile + i * NV * W + v * W), bias[v]), n[v]);
       }
     }
+  }
+}
+
+RNNKIT_TARGET void projection(const ProjectionArgs& a, int64_t r0, int64_t r1, int64_t block) {
+  if (a.gates == 3) {
+    projection_rows<3>(a, r0, r1, block);
+  } else {
+    projection_rows<4>(a, r0, r1, block);
   }
 }
 

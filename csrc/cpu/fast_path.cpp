@@ -103,74 +103,111 @@ at::Tensor pack_panels(const float* src, int64_t gates, int64_t H, int64_t K, in
   return packed;
 }
 
-bool use_own_projection(int64_t rows, int64_t N, int64_t K) {
-  return rows <= 256 || rows * N * K >= (int64_t{1} << 30);
-}
-
-at::Tensor projection(const Kernels& k, const float* x, int64_t rows, int64_t K, const float* w_ih,
-                      int64_t N, const float* bias) {
-  at::Tensor y = at::empty({rows, N}, at::TensorOptions().dtype(at::kFloat));
-  if (rows == 0 || N == 0) return y;
-  const int64_t U = kPlainVectors * k.width;
-  const int64_t blocks = ceil_div(N, U);
-  const at::Tensor packed = pack_panels(w_ih, 1, N, K, 0, K, 1, U);
-  const ProjectionArgs a{rows, N, K, packed.const_data_ptr<float>(), x, bias,
-                         y.mutable_data_ptr<float>()};
-  // Tasks of one column block by a run of rows that keeps the rows of x in L2.
-  const int64_t chunk = std::max<int64_t>(48, ((int64_t{1} << 16) / std::max<int64_t>(1, K)) / 6 * 6);
-  const int64_t chunks = ceil_div(rows, chunk);
-  const int64_t tasks = blocks * chunks;
-  // About 2^18 multiply-adds per task before a second thread joins.
-  const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 18) / std::max<int64_t>(1, chunk * U * K));
-  at::parallel_for(0, tasks, grain, [&](int64_t begin, int64_t end) {
-    for (int64_t task = begin; task < end; ++task) {
-      const int64_t c = task / blocks, jb = task % blocks;
-      k.projection(a, c * chunk, std::min(rows, (c + 1) * chunk), jb);
-    }
-  });
-  return y;
-}
-
 // ---------------------------------------------------------------- forward
 
+namespace {
+
+// The input projection of a forward driver, computed inside its step loop: for a
+// chunk of C steps at a time (C*B about 512 rows, so that each panel of W_ih is
+// reused over many rows), each worker projects its own blocks' columns just before
+// the first step of the chunk, into a [C*B, G*H] buffer that the steps of that
+// chunk read back while it is still in cache. No [T, B, G*H] tensor, no extra
+// synchronisation (a worker reads only the columns it wrote).
+struct InputChunks {
+  int64_t T, B, C;
+  bool reverse;
+  ProjectionArgs base;  // x: the whole input; y: the chunk buffer
+
+  static int64_t steps_per_chunk(int64_t T, int64_t B) {
+    return std::max<int64_t>(1, std::min<int64_t>(T, ceil_div(512, std::max<int64_t>(1, B))));
+  }
+  // The lowest step t of the chunk that holds position s of the step order.
+  int64_t first_t(int64_t s) const {
+    const int64_t c0 = s / C * C, c1 = std::min(T, c0 + C);
+    return reverse ? T - c1 : c0;
+  }
+  void project(const Kernels& k, int64_t s, int64_t block) const {
+    if (s % C != 0) return;
+    ProjectionArgs p = base;
+    p.x = base.x + first_t(s) * B * base.K;
+    k.projection(p, 0, (std::min(T, s + C) - s) * B, block);
+  }
+};
+
+}  // namespace
+
 void lstm_forward(const Kernels& k, int64_t T, int64_t B, int64_t H, bool reverse,
-                  const int64_t* len, const float* gx, const float* w_hh, float* h, float* c,
-                  float* out, float* reserve) {
+                  const int64_t* len, const float* x, int64_t I, const float* w_ih,
+                  const float* bias, const float* w_hh, float* h, float* c, float* out,
+                  float* reserve) {
   const int64_t blocks = ceil_div(H, k.width);
   const at::Tensor packed = pack_panels(w_hh, 4, H, H, H * H, H, 1, k.width);
+  const at::Tensor packed_ih = pack_panels(w_ih, 4, H, I, H * I, I, 1, k.width);
+  const int64_t C = InputChunks::steps_per_chunk(T, B);
+  const at::Tensor chunk = empty_floats(std::max<int64_t>(1, C * B * 4 * H));
+  const InputChunks in{T, B, C, reverse,
+                       ProjectionArgs{4 * H, I, H, 4, packed_ih.const_data_ptr<float>(), x, bias,
+                                      chunk.mutable_data_ptr<float>()}};
   const at::Tensor other = empty_floats(std::max<int64_t>(1, B * H));
   float* state[2] = {h, other.mutable_data_ptr<float>()};
-  const LstmForwardArgs a{B, H, packed.const_data_ptr<float>(), gx, len, c, out, reserve};
+  const LstmForwardArgs a{B, H, packed.const_data_ptr<float>(), chunk.const_data_ptr<float>(),
+                          0, len, c, out, reserve};
   run_iterations(T, workers_for(blocks, B * 4 * H * H), blocks, [&](int64_t s, int64_t jb) {
-    k.lstm_forward(a, step_of(T, reverse, s), state[s & 1], state[(s + 1) & 1], jb);
+    in.project(k, s, jb);
+    LstmForwardArgs step = a;
+    step.gx_t0 = in.first_t(s);
+    k.lstm_forward(step, step_of(T, reverse, s), state[s & 1], state[(s + 1) & 1], jb);
   });
   if (T & 1) std::memcpy(h, state[1], sizeof(float) * B * H);
 }
 
 void gru_forward(const Kernels& k, int64_t T, int64_t B, int64_t H, bool reverse,
-                 const int64_t* len, const float* gx, const float* w_hh, const float* b_hn,
-                 float* h, float* out, float* reserve) {
+                 const int64_t* len, const float* x, int64_t I, const float* w_ih,
+                 const float* bias, const float* w_hh, const float* b_hn, float* h, float* out,
+                 float* reserve) {
   const int64_t blocks = ceil_div(H, k.width);
   const at::Tensor packed = pack_panels(w_hh, 3, H, H, H * H, H, 1, k.width);
+  const at::Tensor packed_ih = pack_panels(w_ih, 3, H, I, H * I, I, 1, k.width);
+  const int64_t C = InputChunks::steps_per_chunk(T, B);
+  const at::Tensor chunk = empty_floats(std::max<int64_t>(1, C * B * 3 * H));
+  const InputChunks in{T, B, C, reverse,
+                       ProjectionArgs{3 * H, I, H, 3, packed_ih.const_data_ptr<float>(), x, bias,
+                                      chunk.mutable_data_ptr<float>()}};
   const at::Tensor other = empty_floats(std::max<int64_t>(1, B * H));
   float* state[2] = {h, other.mutable_data_ptr<float>()};
-  const GruForwardArgs a{B, H, packed.const_data_ptr<float>(), gx, b_hn, len, out, reserve};
+  const GruForwardArgs a{B,   H,   packed.const_data_ptr<float>(), chunk.const_data_ptr<float>(),
+                         0,   b_hn, len,                           out,
+                         reserve};
   run_iterations(T, workers_for(blocks, B * 3 * H * H), blocks, [&](int64_t s, int64_t jb) {
-    k.gru_forward(a, step_of(T, reverse, s), state[s & 1], state[(s + 1) & 1], jb);
+    in.project(k, s, jb);
+    GruForwardArgs step = a;
+    step.gx_t0 = in.first_t(s);
+    k.gru_forward(step, step_of(T, reverse, s), state[s & 1], state[(s + 1) & 1], jb);
   });
   if (T & 1) std::memcpy(h, state[1], sizeof(float) * B * H);
 }
 
 void rnn_forward(const Kernels& k, int64_t T, int64_t B, int64_t H, bool reverse, bool relu,
-                 const int64_t* len, const float* gx, const float* w_hh, float* h, float* out) {
+                 const int64_t* len, const float* x, int64_t I, const float* w_ih,
+                 const float* bias, const float* w_hh, float* h, float* out) {
   const int64_t U = kPlainVectors * k.width;
   const int64_t blocks = ceil_div(H, U);
   const at::Tensor packed = pack_panels(w_hh, 1, H, H, 0, H, 1, U);
+  const at::Tensor packed_ih = pack_panels(w_ih, 1, H, I, 0, I, 1, U);
+  const int64_t C = InputChunks::steps_per_chunk(T, B);
+  const at::Tensor chunk = empty_floats(std::max<int64_t>(1, C * B * H));
+  const InputChunks in{T, B, C, reverse,
+                       ProjectionArgs{H, I, H, 1, packed_ih.const_data_ptr<float>(), x, bias,
+                                      chunk.mutable_data_ptr<float>()}};
   const at::Tensor other = empty_floats(std::max<int64_t>(1, B * H));
   float* state[2] = {h, other.mutable_data_ptr<float>()};
-  const RnnForwardArgs a{B, H, relu, packed.const_data_ptr<float>(), gx, len, out};
+  const RnnForwardArgs a{B, H, relu, packed.const_data_ptr<float>(), chunk.const_data_ptr<float>(),
+                         0, len, out};
   run_iterations(T, workers_for(blocks, B * H * H), blocks, [&](int64_t s, int64_t jb) {
-    k.rnn_forward(a, step_of(T, reverse, s), state[s & 1], state[(s + 1) & 1], jb);
+    in.project(k, s, jb);
+    RnnForwardArgs step = a;
+    step.gx_t0 = in.first_t(s);
+    k.rnn_forward(step, step_of(T, reverse, s), state[s & 1], state[(s + 1) & 1], jb);
   });
   if (T & 1) std::memcpy(h, state[1], sizeof(float) * B * H);
 }

@@ -92,28 +92,22 @@ void run_iterations(int64_t iters, int64_t workers, int64_t blocks, const Fn& fn
   });
 }
 
-// x · W_ihᵀ + bias for x [rows, K] and W_ih [N, K], bias [N] or null: the
-// hoisted input projection of every layer, [rows, N], with the kernels' own
-// microkernel where it beat ATen's GEMM (MKL, which takes an AVX2 path on AMD)
-// when measured on 2 Zen 5 cores: few rows (B=1, T=100: 1.00-1.12x) and big
-// products (B=64, H=512: 1.05-1.07x), not the middle (B=8, H=256: 0.92-0.97x),
-// which keeps ATen's GEMM. `x` must be contiguous.
-bool use_own_projection(int64_t rows, int64_t N, int64_t K);
-at::Tensor projection(const Kernels& k, const float* x, int64_t rows, int64_t K, const float* w_ih,
-                      int64_t N, const float* bias);
-
 // The layer drivers: the same contracts as the portable loops they replace
 // (lstm_cpu.cpp, gru_cpu.cpp, rnn_cpu.cpp), all float32 and contiguous. The
-// forward ones take h (h0 in, h_n out); the backward ones dh (grad_h_n in,
-// grad_h0 out) and, for the LSTM, dc.
+// forward ones take the input x [T, B, I] and compute its projection inside the
+// step loop (bias: what the portable path folds into it, or null), and h (h0 in,
+// h_n out); the backward ones dh (grad_h_n in, grad_h0 out) and, for the LSTM, dc.
 void lstm_forward(const Kernels& k, int64_t T, int64_t B, int64_t H, bool reverse,
-                  const int64_t* len, const float* gx, const float* w_hh, float* h, float* c,
-                  float* out, float* reserve);
+                  const int64_t* len, const float* x, int64_t I, const float* w_ih,
+                  const float* bias, const float* w_hh, float* h, float* c, float* out,
+                  float* reserve);
 void gru_forward(const Kernels& k, int64_t T, int64_t B, int64_t H, bool reverse,
-                 const int64_t* len, const float* gx, const float* w_hh, const float* b_hn,
-                 float* h, float* out, float* reserve);
+                 const int64_t* len, const float* x, int64_t I, const float* w_ih,
+                 const float* bias, const float* w_hh, const float* b_hn, float* h, float* out,
+                 float* reserve);
 void rnn_forward(const Kernels& k, int64_t T, int64_t B, int64_t H, bool reverse, bool relu,
-                 const int64_t* len, const float* gx, const float* w_hh, float* h, float* out);
+                 const int64_t* len, const float* x, int64_t I, const float* w_ih,
+                 const float* bias, const float* w_hh, float* h, float* out);
 void lstm_backward(const Kernels& k, int64_t T, int64_t B, int64_t H, bool reverse,
                    const int64_t* len, const GradOut& grad_out, const float* reserve,
                    const float* c0, const float* w_hh, float* dh, float* dc, float* dgates);

@@ -143,18 +143,16 @@ std::tuple<Tensor, Tensor, Tensor> gru_layer(
     bias_x.narrow(0, 0, 2 * H).add_(bhh.narrow(0, 0, 2 * H));
   }
   const fast::Kernels* fk = ct == at::kFloat ? fast::select() : nullptr;
-  const bool own_projection = fk && fast::use_own_projection(T * B, 3 * H, sz.I);
-  const Tensor gx = own_projection
-                        ? fast::projection(*fk, x.const_data_ptr<float>(), T * B, sz.I,
-                                           wih.const_data_ptr<float>(), 3 * H,
-                                           sz.has_bias ? bias_x.const_data_ptr<float>() : nullptr)
-                        : input_projection(x, wih, bias_x);
+  // The fast path projects the input inside its step loop.
+  const Tensor gx = fk ? Tensor() : input_projection(x, wih, bias_x);
 
   Tensor h = h0.to(ct, /*non_blocking=*/false, /*copy=*/true).contiguous();
   Tensor output = at::empty({T, B, H}, opts);
   Tensor reserve = at::empty({T, B, 4 * H}, opts);
   if (fk) {
-    fast::gru_forward(*fk, T, B, H, reverse, len.data(), gx.const_data_ptr<float>(),
+    fast::gru_forward(*fk, T, B, H, reverse, len.data(), x.const_data_ptr<float>(), sz.I,
+                      wih.const_data_ptr<float>(),
+                      sz.has_bias ? bias_x.const_data_ptr<float>() : nullptr,
                       whh.const_data_ptr<float>(),
                       sz.has_bias ? bhh.const_data_ptr<float>() + 2 * H : nullptr,
                       h.mutable_data_ptr<float>(), output.mutable_data_ptr<float>(),

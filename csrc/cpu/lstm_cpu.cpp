@@ -205,12 +205,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_layer(
   const Tensor wih = prepare(w_ih, ct), whh = prepare(w_hh, ct), whr = prepare(w_hr, ct);
   const Tensor bias = sz.has_bias ? prepare(*b_ih, ct).add(prepare(*b_hh, ct)) : Tensor();
   const fast::Kernels* fk = (ct == at::kFloat && !sz.has_proj) ? fast::select() : nullptr;
-  const bool own_projection = fk && fast::use_own_projection(T * B, 4 * H, sz.I);
-  const Tensor gx = own_projection
-                        ? fast::projection(*fk, x.const_data_ptr<float>(), T * B, sz.I,
-                                           wih.const_data_ptr<float>(), 4 * H,
-                                           sz.has_bias ? bias.const_data_ptr<float>() : nullptr)
-                        : input_projection(x, wih, bias);
+  // The fast path projects the input inside its step loop.
+  const Tensor gx = fk ? Tensor() : input_projection(x, wih, bias);
 
   Tensor h = h0.to(ct, /*non_blocking=*/false, /*copy=*/true).contiguous();
   Tensor c = c0.to(ct, false, true).contiguous();
@@ -218,7 +214,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_layer(
   Tensor reserve = at::empty({T, B, 5 * H}, opts);
 
   if (fk) {
-    fast::lstm_forward(*fk, T, B, H, reverse, len.data(), gx.const_data_ptr<float>(),
+    fast::lstm_forward(*fk, T, B, H, reverse, len.data(), x.const_data_ptr<float>(), sz.I,
+                       wih.const_data_ptr<float>(),
+                      sz.has_bias ? bias.const_data_ptr<float>() : nullptr,
                        whh.const_data_ptr<float>(), h.mutable_data_ptr<float>(),
                        c.mutable_data_ptr<float>(), output.mutable_data_ptr<float>(),
                        reserve.mutable_data_ptr<float>());

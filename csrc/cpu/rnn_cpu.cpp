@@ -109,17 +109,15 @@ std::tuple<Tensor, Tensor, Tensor> rnn_layer(
   const Tensor wih = prepare(w_ih, ct), whh = prepare(w_hh, ct);
   const Tensor bias = sz.has_bias ? prepare(*b_ih, ct).add(prepare(*b_hh, ct)) : Tensor();
   const fast::Kernels* fk = ct == at::kFloat ? fast::select() : nullptr;
-  const bool own_projection = fk && fast::use_own_projection(T * B, H, sz.I);
-  const Tensor gx = own_projection
-                        ? fast::projection(*fk, x.const_data_ptr<float>(), T * B, sz.I,
-                                           wih.const_data_ptr<float>(), H,
-                                           sz.has_bias ? bias.const_data_ptr<float>() : nullptr)
-                        : input_projection(x, wih, bias);
+  // The fast path projects the input inside its step loop.
+  const Tensor gx = fk ? Tensor() : input_projection(x, wih, bias);
 
   Tensor h = h0.to(ct, /*non_blocking=*/false, /*copy=*/true).contiguous();
   Tensor output = at::empty({T, B, H}, opts);
   if (fk) {
-    fast::rnn_forward(*fk, T, B, H, reverse, relu, len.data(), gx.const_data_ptr<float>(),
+    fast::rnn_forward(*fk, T, B, H, reverse, relu, len.data(), x.const_data_ptr<float>(),
+                      sz.I, wih.const_data_ptr<float>(),
+                      sz.has_bias ? bias.const_data_ptr<float>() : nullptr,
                       whh.const_data_ptr<float>(), h.mutable_data_ptr<float>(),
                       output.mutable_data_ptr<float>());
     return {output.to(dtype), h.to(dtype), input.new_empty({0})};

@@ -176,7 +176,7 @@ def _register_fakes():
         return (input.new_empty(input.shape), h0.new_empty(h0.shape), c0.new_empty(c0.shape),
                 *_weight_grads(input, w_ih, w_hh, b_ih, b_hh, w_hr))
 
-    # The CPU-only overloads that may skip the gradient of the input.
+    # The overloads that may skip the gradient of the input (csrc/backward_overloads.cpp).
     def _input_grad(input, input_grad):
         return input.new_empty(input.shape) if input_grad else input.new_empty((0,))
 

@@ -1,4 +1,5 @@
-// Registers the CPU kernels of the layer ops, and the CPU-only ops.
+// Registers the CPU kernels of the layer ops (the input_optional overloads of the
+// backward ops: csrc/backward_overloads.cpp), and the CPU-only _cpu_isa op.
 
 #include <torch/library.h>
 
@@ -47,39 +48,13 @@ TORCH_LIBRARY_FRAGMENT(rnnkit, m) {
   // The instruction set of the float32 CPU kernels a layer call would use now
   // ("avx512", "avx2" or "generic"; see csrc/cpu/fast_path.h): for tests.
   m.def("_cpu_isa() -> str", [] { return std::string(rnnkit::cpu::fast::selected_name()); });
-
-  // The backward ops with a flag for the gradient of the input: with
-  // input_grad=False it comes back empty and is not computed (when the layer's
-  // input does not require grad, e.g. the first layer of a network). CPU only.
-  m.def(
-      "rnn_layer_backward.input_optional(Tensor grad_output, Tensor grad_h_n, Tensor input, "
-      "Tensor? lengths, Tensor h0, Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? b_hh, "
-      "bool reverse, bool relu, Tensor output, Tensor reserve, bool input_grad) "
-      "-> (Tensor grad_input, Tensor grad_h0, Tensor grad_w_ih, Tensor grad_w_hh, "
-      "Tensor grad_b_ih, Tensor grad_b_hh)");
-  m.def(
-      "gru_layer_backward.input_optional(Tensor grad_output, Tensor grad_h_n, Tensor input, "
-      "Tensor? lengths, Tensor h0, Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? b_hh, "
-      "bool reverse, Tensor output, Tensor reserve, bool input_grad) "
-      "-> (Tensor grad_input, Tensor grad_h0, Tensor grad_w_ih, Tensor grad_w_hh, "
-      "Tensor grad_b_ih, Tensor grad_b_hh)");
-  m.def(
-      "lstm_layer_backward.input_optional(Tensor grad_output, Tensor grad_h_n, Tensor grad_c_n, "
-      "Tensor input, Tensor? lengths, Tensor h0, Tensor c0, Tensor w_ih, Tensor w_hh, "
-      "Tensor? b_ih, Tensor? b_hh, Tensor? w_hr, bool reverse, Tensor output, Tensor reserve, "
-      "bool input_grad) "
-      "-> (Tensor grad_input, Tensor grad_h0, Tensor grad_c0, Tensor grad_w_ih, "
-      "Tensor grad_w_hh, Tensor grad_b_ih, Tensor grad_b_hh, Tensor grad_w_hr)");
 }
 
 TORCH_LIBRARY_IMPL(rnnkit, CPU, m) {
   m.impl("rnn_layer", &rnnkit::cpu::rnn_layer);
   m.impl("rnn_layer_backward", &rnnkit::cpu::rnn_layer_backward_all);
-  m.impl("rnn_layer_backward.input_optional", &rnnkit::cpu::rnn_layer_backward);
   m.impl("gru_layer", &rnnkit::cpu::gru_layer);
   m.impl("gru_layer_backward", &rnnkit::cpu::gru_layer_backward_all);
-  m.impl("gru_layer_backward.input_optional", &rnnkit::cpu::gru_layer_backward);
   m.impl("lstm_layer", &rnnkit::cpu::lstm_layer);
   m.impl("lstm_layer_backward", &rnnkit::cpu::lstm_layer_backward_all);
-  m.impl("lstm_layer_backward.input_optional", &rnnkit::cpu::lstm_layer_backward);
 }

@@ -99,10 +99,22 @@ def rnn_layer(input, lengths, h0, w_ih, w_hh, b_ih, b_hh, reverse: bool, relu: b
     return out[0], out[1]
 
 
+def _skip_reserve(op: str, device_type: str, tensors) -> bool:
+    """Whether to run op's reserve_optional overload without a reserve: no backward
+    can follow and the overload has a kernel for the device (csrc/overloads.cpp)."""
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
+        return False
+    return _extension.has_kernel(f"{op}.reserve_optional", device_type)
+
+
 def gru_layer(input, lengths, h0, w_ih, w_hh, b_ih, b_hh, reverse: bool):
     """One GRU layer in one direction -> (output, h_n)."""
     if _use_compiled("gru_layer", input.device.type):
-        out = torch.ops.rnnkit.gru_layer(input, lengths, h0, w_ih, w_hh, b_ih, b_hh, reverse)
+        args = (input, lengths, h0, w_ih, w_hh, b_ih, b_hh, reverse)
+        if _skip_reserve("gru_layer", input.device.type, (input, h0, w_ih, w_hh, b_ih, b_hh)):
+            out = torch.ops.rnnkit.gru_layer.reserve_optional(*args, False)
+        else:
+            out = torch.ops.rnnkit.gru_layer(*args)
     else:
         out = reference.gru_layer(input, lengths, h0, w_ih, w_hh, b_ih, b_hh, reverse)
     return out[0], out[1]
@@ -111,8 +123,12 @@ def gru_layer(input, lengths, h0, w_ih, w_hh, b_ih, b_hh, reverse: bool):
 def lstm_layer(input, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse: bool):
     """One LSTM layer in one direction -> (output, h_n, c_n)."""
     if _use_compiled("lstm_layer", input.device.type):
-        out = torch.ops.rnnkit.lstm_layer(input, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr,
-                                          reverse)
+        args = (input, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse)
+        if _skip_reserve("lstm_layer", input.device.type,
+                         (input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr)):
+            out = torch.ops.rnnkit.lstm_layer.reserve_optional(*args, False)
+        else:
+            out = torch.ops.rnnkit.lstm_layer(*args)
     else:
         out = reference.lstm_layer(input, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse)
     return out[0], out[1], out[2]
@@ -176,7 +192,19 @@ def _register_fakes():
         return (input.new_empty(input.shape), h0.new_empty(h0.shape), c0.new_empty(c0.shape),
                 *_weight_grads(input, w_ih, w_hh, b_ih, b_hh, w_hr))
 
-    # The overloads that may skip the gradient of the input (csrc/backward_overloads.cpp).
+    # The overloads that skip work nobody needs (csrc/overloads.cpp).
+    if _extension.has_overload("lstm_layer.reserve_optional"):
+        @lib.register_fake("rnnkit::gru_layer.reserve_optional")
+        def _(input, lengths, h0, w_ih, w_hh, b_ih, b_hh, reverse, keep_reserve):
+            output, h_n, reserve, _ = _fake_forward("gru", input, h0, w_hh)
+            return output, h_n, reserve if keep_reserve else input.new_empty((0,))
+
+        @lib.register_fake("rnnkit::lstm_layer.reserve_optional")
+        def _(input, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse, keep_reserve):
+            output, h_n, reserve, _ = _fake_forward("lstm", input, h0, w_hh)
+            return (output, h_n, c0.new_empty(c0.shape),
+                    reserve if keep_reserve else input.new_empty((0,)))
+
     def _input_grad(input, input_grad):
         return input.new_empty(input.shape) if input_grad else input.new_empty((0,))
 

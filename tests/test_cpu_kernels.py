@@ -398,3 +398,34 @@ def test_opcheck_backward_input_optional(cell):
         for flag in (True, False):
             torch.library.opcheck(case.backward_op.input_optional,
                                   case.backward_args(grads, outputs) + (flag,))
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_forward_without_reserve(cell):
+    """The reserve_optional overloads: the same outputs, and an empty reserve with
+    keep_reserve=False; the ops take it when no backward can follow."""
+    seed = _fresh_seed()
+    rng = random.Random(seed)
+    torch.manual_seed(seed)
+    for dtype in (torch.float64, torch.float32, torch.bfloat16):
+        case = random_case(cell, rng, dtype)
+        with torch.no_grad():
+            full = case.op(*case.args())
+            kept = case.op.reserve_optional(*case.args(), True)
+            none = case.op.reserve_optional(*case.args(), False)
+        assert none[-1].shape == (0,) and none[-1].dtype == dtype
+        for a, b in zip(full, kept):
+            assert torch.equal(a, b), case.describe(seed)
+        for a, b in zip(full[:-1], none[:-1]):
+            assert torch.equal(a, b), case.describe(seed)
+        with torch.no_grad():
+            through_ops = case.ops_fn(*case.args())
+        for a, b in zip(full, through_ops):
+            assert torch.equal(a, b), case.describe(seed)
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_opcheck_forward_reserve_optional(cell):
+    for case in _opcheck_cases(cell):
+        for flag in (True, False):
+            torch.library.opcheck(case.op.reserve_optional, case.args() + (flag,))

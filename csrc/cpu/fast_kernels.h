@@ -36,7 +36,7 @@ struct LstmForwardArgs {
   const int64_t* len;      // [B]
   float* c;                // [B, H] running cell state
   float* out;              // [T, B, H]
-  float* reserve;          // [T, B, 5H]
+  float* reserve;          // [T, B, 5H], or null when not wanted
 };
 
 struct GruForwardArgs {
@@ -47,7 +47,7 @@ struct GruForwardArgs {
   const float* b_hn;    // [H] or null
   const int64_t* len;
   float* out;      // [T, B, H]
-  float* reserve;  // [T, B, 4H]
+  float* reserve;  // [T, B, 4H], or null when not wanted
 };
 
 struct RnnForwardArgs {

@@ -127,10 +127,12 @@ RNNKIT_TARGET void lstm_forward(const LstmForwardArgs& a, int64_t t, const float
     micro_rows<4, MR>(m, H, h_prev + b0 * H, H, panel, tile);
     for (int i = 0; i < m; ++i) {
       const int64_t b = b0 + i, row = t * B + b;
-      float* res = a.reserve + row * 5 * H + j;
+      float* res = a.reserve ? a.reserve + row * 5 * H + j : nullptr;
       float* out = a.out + row * H + j;
       if (t >= a.len[b]) {  // padded: zeros out, the state carries over
-        for (int k = 0; k < 5; ++k) zero_n(res + k * H, n);
+        if (res) {
+          for (int k = 0; k < 5; ++k) zero_n(res + k * H, n);
+        }
         zero_n(out, n);
         vstn(h_next + b * H + j, vldn(h_prev + b * H + j, n), n);
         continue;
@@ -144,11 +146,13 @@ RNNKIT_TARGET void lstm_forward(const LstmForwardArgs& a, int64_t t, const float
       float* c_row = a.c + b * H + j;
       const Vec c = vadd(vmul(fg, vldn(c_row, n)), vmul(ig, gg));
       const Vec h = vmul(og, vtanh(c));
-      vstn(res, ig, n);
-      vstn(res + H, fg, n);
-      vstn(res + 2 * H, gg, n);
-      vstn(res + 3 * H, og, n);
-      vstn(res + 4 * H, c, n);
+      if (res) {
+        vstn(res, ig, n);
+        vstn(res + H, fg, n);
+        vstn(res + 2 * H, gg, n);
+        vstn(res + 3 * H, og, n);
+        vstn(res + 4 * H, c, n);
+      }
       vstn(c_row, c, n);
       vstn(out, h, n);
       vstn(h_next + b * H + j, h, n);
@@ -170,11 +174,13 @@ RNNKIT_TARGET void gru_forward(const GruForwardArgs& a, int64_t t, const float* 
     micro_rows<3, MR>(m, H, h_prev + b0 * H, H, panel, tile);
     for (int i = 0; i < m; ++i) {
       const int64_t b = b0 + i, row = t * B + b;
-      float* res = a.reserve + row * 4 * H + j;
+      float* res = a.reserve ? a.reserve + row * 4 * H + j : nullptr;
       float* out = a.out + row * H + j;
       const Vec hp = vldn(h_prev + b * H + j, n);
       if (t >= a.len[b]) {
-        for (int k = 0; k < 4; ++k) zero_n(res + k * H, n);
+        if (res) {
+          for (int k = 0; k < 4; ++k) zero_n(res + k * H, n);
+        }
         zero_n(out, n);
         vstn(h_next + b * H + j, hp, n);
         continue;
@@ -186,10 +192,12 @@ RNNKIT_TARGET void gru_forward(const GruForwardArgs& a, int64_t t, const float* 
       const Vec z = vsigmoid(vadd(vldn(x + H, n), vld(acc + W)));
       const Vec nn = vtanh(vadd(vldn(x + 2 * H, n), vmul(r, hn)));
       const Vec h = vadd(vmul(vsub(vset(1.0f), z), nn), vmul(z, hp));
-      vstn(res, r, n);
-      vstn(res + H, z, n);
-      vstn(res + 2 * H, nn, n);
-      vstn(res + 3 * H, hn, n);
+      if (res) {
+        vstn(res, r, n);
+        vstn(res + H, z, n);
+        vstn(res + 2 * H, nn, n);
+        vstn(res + 3 * H, hn, n);
+      }
       vstn(out, h, n);
       vstn(h_next + b * H + j, h, n);
     }

@@ -125,7 +125,8 @@ struct GruBackward {
 
 std::tuple<Tensor, Tensor, Tensor> gru_layer(
     const Tensor& input, const OptTensor& lengths, const Tensor& h0, const Tensor& w_ih,
-    const Tensor& w_hh, const OptTensor& b_ih, const OptTensor& b_hh, bool reverse) {
+    const Tensor& w_hh, const OptTensor& b_ih, const OptTensor& b_hh, bool reverse,
+    bool keep_reserve) {
   const LayerSizes sz =
       check_layer_forward(Cell::GRU, input, lengths, h0, nullptr, w_ih, w_hh, b_ih, b_hh, {});
   const int64_t T = sz.T, B = sz.B, H = sz.H;
@@ -148,7 +149,8 @@ std::tuple<Tensor, Tensor, Tensor> gru_layer(
 
   Tensor h = h0.to(ct, /*non_blocking=*/false, /*copy=*/true).contiguous();
   Tensor output = at::empty({T, B, H}, opts);
-  Tensor reserve = at::empty({T, B, 4 * H}, opts);
+  Tensor reserve = fk && !keep_reserve ? Tensor() : at::empty({T, B, 4 * H}, opts);
+  const Tensor no_reserve = input.new_empty({0});
   if (fk) {
     fast::gru_forward(*fk, T, B, H, reverse, len.data(), x.const_data_ptr<float>(), sz.I,
                       wih.const_data_ptr<float>(),
@@ -156,8 +158,8 @@ std::tuple<Tensor, Tensor, Tensor> gru_layer(
                       whh.const_data_ptr<float>(),
                       sz.has_bias ? bhh.const_data_ptr<float>() + 2 * H : nullptr,
                       h.mutable_data_ptr<float>(), output.mutable_data_ptr<float>(),
-                      reserve.mutable_data_ptr<float>());
-    return {output.to(dtype), h.to(dtype), reserve.to(dtype)};
+                      keep_reserve ? reserve.mutable_data_ptr<float>() : nullptr);
+    return {output.to(dtype), h.to(dtype), keep_reserve ? reserve.to(dtype) : no_reserve};
   }
   Tensor gh = at::empty({B, 3 * H}, opts);
 
@@ -170,7 +172,7 @@ std::tuple<Tensor, Tensor, Tensor> gru_layer(
                    reserve.mutable_data_ptr<T_>(), gh.mutable_data_ptr<T_>()}
         .run();
   });
-  return {output.to(dtype), h.to(dtype), reserve.to(dtype)};
+  return {output.to(dtype), h.to(dtype), keep_reserve ? reserve.to(dtype) : no_reserve};
 }
 
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_layer_backward(

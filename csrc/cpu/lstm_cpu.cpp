@@ -192,7 +192,7 @@ void recompute_h_full(int64_t rows, int64_t H, const T* reserve, T* h_full) {
 std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_layer(
     const Tensor& input, const OptTensor& lengths, const Tensor& h0, const Tensor& c0,
     const Tensor& w_ih, const Tensor& w_hh, const OptTensor& b_ih, const OptTensor& b_hh,
-    const OptTensor& w_hr, bool reverse) {
+    const OptTensor& w_hr, bool reverse, bool keep_reserve) {
   const LayerSizes sz =
       check_layer_forward(Cell::LSTM, input, lengths, h0, &c0, w_ih, w_hh, b_ih, b_hh, w_hr);
   const int64_t T = sz.T, B = sz.B, H = sz.H, P = sz.P;
@@ -211,7 +211,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_layer(
   Tensor h = h0.to(ct, /*non_blocking=*/false, /*copy=*/true).contiguous();
   Tensor c = c0.to(ct, false, true).contiguous();
   Tensor output = at::empty({T, B, P}, opts);
-  Tensor reserve = at::empty({T, B, 5 * H}, opts);
+  Tensor reserve = fk && !keep_reserve ? Tensor() : at::empty({T, B, 5 * H}, opts);
+  const Tensor no_reserve = input.new_empty({0});
 
   if (fk) {
     fast::lstm_forward(*fk, T, B, H, reverse, len.data(), x.const_data_ptr<float>(), sz.I,
@@ -219,8 +220,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_layer(
                       sz.has_bias ? bias.const_data_ptr<float>() : nullptr,
                        whh.const_data_ptr<float>(), h.mutable_data_ptr<float>(),
                        c.mutable_data_ptr<float>(), output.mutable_data_ptr<float>(),
-                       reserve.mutable_data_ptr<float>());
-    return {output.to(dtype), h.to(dtype), c.to(dtype), reserve.to(dtype)};
+                       keep_reserve ? reserve.mutable_data_ptr<float>() : nullptr);
+    return {output.to(dtype), h.to(dtype), c.to(dtype),
+            keep_reserve ? reserve.to(dtype) : no_reserve};
   }
   // The step loop's whole workspace, allocated once.
   Tensor gh = at::empty({B, 4 * H}, opts);
@@ -238,7 +240,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_layer(
                     sz.has_proj ? h_proj.mutable_data_ptr<T_>() : nullptr}
         .run();
   });
-  return {output.to(dtype), h.to(dtype), c.to(dtype), reserve.to(dtype)};
+  return {output.to(dtype), h.to(dtype), c.to(dtype),
+          keep_reserve ? reserve.to(dtype) : no_reserve};
 }
 
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_backward(

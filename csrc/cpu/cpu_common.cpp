@@ -7,7 +7,12 @@
 #include <ATen/ops/from_blob.h>
 #include <ATen/ops/mm.h>
 
+#include <cstdint>
 #include <cstring>
+
+#ifdef __linux__
+#include <sys/mman.h>
+#endif
 
 namespace rnnkit {
 namespace cpu {
@@ -62,6 +67,22 @@ at::Tensor previous_hidden(const at::Tensor& output, const at::Tensor& h0,
     }
   });
   return prev;
+}
+
+const at::Tensor& huge_pages(const at::Tensor& t) {
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+  constexpr uintptr_t kHuge = uintptr_t{1} << 21;
+  const size_t bytes = t.nbytes();
+  if (bytes >= 4 * kHuge) {
+    const auto begin = reinterpret_cast<uintptr_t>(t.const_data_ptr());
+    const uintptr_t first = (begin + kHuge - 1) & ~(kHuge - 1);
+    const uintptr_t last = (begin + bytes) & ~(kHuge - 1);
+    if (last > first) {
+      (void)madvise(reinterpret_cast<void*>(first), last - first, MADV_HUGEPAGE);
+    }
+  }
+#endif
+  return t;
 }
 
 at::Tensor hidden_weight_grad(const at::Tensor& dg, const at::Tensor& output, const at::Tensor& h0,

@@ -149,7 +149,9 @@ std::tuple<Tensor, Tensor, Tensor> gru_layer(
 
   Tensor h = h0.to(ct, /*non_blocking=*/false, /*copy=*/true).contiguous();
   Tensor output = at::empty({T, B, H}, opts);
+  huge_pages(output);
   Tensor reserve = fk && !keep_reserve ? Tensor() : at::empty({T, B, 4 * H}, opts);
+  if (reserve.defined()) huge_pages(reserve);
   const Tensor no_reserve = input.new_empty({0});
   if (fk) {
     fast::gru_forward(*fk, T, B, H, reverse, len.data(), x.const_data_ptr<float>(), sz.I,
@@ -198,6 +200,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_layer_backward(
 
   Tensor dh = grad_h_n.to(ct, false, true).contiguous();
   Tensor dgates = at::empty({T, B, 4 * H}, opts);
+  huge_pages(dgates);
 
   if (fk) {
     fast::gru_backward(*fk, T, B, H, reverse, len.data(),

@@ -211,7 +211,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_layer(
   Tensor h = h0.to(ct, /*non_blocking=*/false, /*copy=*/true).contiguous();
   Tensor c = c0.to(ct, false, true).contiguous();
   Tensor output = at::empty({T, B, P}, opts);
+  huge_pages(output);
   Tensor reserve = fk && !keep_reserve ? Tensor() : at::empty({T, B, 5 * H}, opts);
+  if (reserve.defined()) huge_pages(reserve);
   const Tensor no_reserve = input.new_empty({0});
 
   if (fk) {
@@ -269,6 +271,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_
   Tensor dh = grad_h_n.to(ct, false, true).contiguous();
   Tensor dc = grad_c_n.to(ct, false, true).contiguous();
   Tensor dgates = at::empty({T, B, 4 * H}, opts);
+  huge_pages(dgates);
   Tensor dy = sz.has_proj ? at::empty({T, B, P}, opts) : Tensor();
   Tensor dh_full = sz.has_proj ? at::empty({B, H}, opts) : Tensor();
 

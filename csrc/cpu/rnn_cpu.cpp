@@ -114,6 +114,7 @@ std::tuple<Tensor, Tensor, Tensor> rnn_layer(
 
   Tensor h = h0.to(ct, /*non_blocking=*/false, /*copy=*/true).contiguous();
   Tensor output = at::empty({T, B, H}, opts);
+  huge_pages(output);
   if (fk) {
     fast::rnn_forward(*fk, T, B, H, reverse, relu, len.data(), x.const_data_ptr<float>(),
                       sz.I, wih.const_data_ptr<float>(),
@@ -158,6 +159,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> rnn_layer_backward(
 
   Tensor dh = grad_h_n.to(ct, false, true).contiguous();
   Tensor dpre = at::empty({T, B, H}, opts);
+  huge_pages(dpre);
 
   if (fk) {
     fast::rnn_backward(*fk, T, B, H, reverse, relu, len.data(),

@@ -24,8 +24,9 @@ size cannot be used instead because glibc keeps freed memory around.
 
 The ratio is torch.nn time / rnnkit time: above 1 means rnnkit is faster.
 With --before, rnnkit's portable kernels (RNNKIT_CPU_ISA=generic: one ATen GEMM
-per step and separate pointwise passes, the kernels before the fast path) are
-timed in the same rounds, giving the "before" columns.
+per step and separate pointwise passes) are timed in the same rounds, giving the
+"before" columns. To compare with an older build instead, run this script with
+PYTHONPATH pointing at a copy of that build.
 """
 
 from __future__ import annotations

@@ -43,7 +43,8 @@ struct StepOrder {
 };
 
 // x · W_ihᵀ + bias for every step at once, [T*B, G*H] (bias may be undefined):
-// the one GEMM hoisted out of the step loop.
+// the one GEMM hoisted out of the step loop of the portable path (the float32
+// fast path projects chunk by chunk inside its loop, fast_path.cpp).
 at::Tensor input_projection(const at::Tensor& x, const at::Tensor& w_ih, const at::Tensor& bias);
 
 // h_{t-1} of every step, [T, B, P]: h0 at each sequence's first real step, the

@@ -16,7 +16,9 @@
 // panel jb is K rows of (gates × U) floats, row k holding W[g*H + jb*U + u][k] for
 // g, then u; units past H are zero. The forward packs W_hh with U = the vector
 // width and one slot per gate (LSTM 4, GRU 3), or U = 4 vector widths for the
-// Elman RNN; the backward packs W_hhᵀ (one "gate", U = 4 vector widths), K = G*H.
+// Elman RNN, and W_ih the same way for the input projection (computed in the step
+// loop, a chunk of steps at a time, by the worker that owns the block); the
+// backward packs W_hhᵀ (one "gate", U = 4 vector widths), K = G*H.
 
 #include <cstdint>
 

@@ -123,6 +123,16 @@ def sources(use_cuda):
     return cpp + cu
 
 
+def _aten_uses_openmp(torch):
+    """Whether ATen's parallel backend is OpenMP (as in the Linux wheels)."""
+    if sys.platform == "darwin":
+        return False
+    try:
+        return "parallel backend: OpenMP" in torch.__config__.parallel_info()
+    except Exception:  # an unusual torch build: keep the default flags
+        return False
+
+
 def build_extension():
     import torch
 
@@ -145,6 +155,12 @@ def build_extension():
         # e.g. RNNKIT_SANITIZE=address,undefined: used by tools/sanitize.sh.
         cxx_flags += [f"-fsanitize={sanitize}", "-fno-omit-frame-pointer", "-g"]
         link_flags += [f"-fsanitize={sanitize}"]
+    if _aten_uses_openmp(torch):
+        # at::parallel_for is inline code (ATen/ParallelOpenMP.h) that runs its
+        # threads with `#pragma omp parallel`: without -fopenmp it compiles to a
+        # serial loop in our files. The OpenMP runtime is torch's own libgomp.
+        cxx_flags += ["-fopenmp"]
+        link_flags += ["-fopenmp"]
     include_dirs = [os.path.join(ROOT, "csrc", "include")]
     kwargs = dict(
         name="rnnkit._C",

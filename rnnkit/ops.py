@@ -119,14 +119,31 @@ def rnn_layer(input, lengths, h0, w_ih, w_hh, b_ih, b_hh, reverse: bool, relu: b
     return out[0], out[1]
 
 
+@torch._dynamo.assume_constant_result
+def _has_kernel_constant(op: str, device_type: str) -> bool:
+    """_extension.has_kernel, which torch.compile takes as a constant of the graph
+    (the registry look-up cannot be traced)."""
+    return _extension.has_kernel(op, device_type)
+
+
+def _skip_reserve(op: str, device_type: str, tensors) -> bool:
+    """Whether to run op's reserve_optional overload without a reserve: no backward
+    can follow and the overload has a kernel for the device (csrc/overloads.cpp)."""
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
+        return False
+    return _has_kernel_constant(f"{op}.reserve_optional", device_type)
+
+
 def gru_layer(input, lengths, h0, w_ih, w_hh, b_ih, b_hh, reverse: bool):
     """One GRU layer in one direction -> (output, h_n)."""
     args = (input, lengths, h0, w_ih, w_hh, b_ih, b_hh, reverse)
     with _no_autocast(input.device.type):
-        if _use_compiled("gru_layer", input.device.type):
-            out = torch.ops.rnnkit.gru_layer(*args)
-        else:
+        if not _use_compiled("gru_layer", input.device.type):
             out = reference.gru_layer(*args)
+        elif _skip_reserve("gru_layer", input.device.type, (input, h0, w_ih, w_hh, b_ih, b_hh)):
+            out = torch.ops.rnnkit.gru_layer.reserve_optional(*args, False)
+        else:
+            out = torch.ops.rnnkit.gru_layer(*args)
     return out[0], out[1]
 
 
@@ -134,10 +151,13 @@ def lstm_layer(input, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse: bo
     """One LSTM layer in one direction -> (output, h_n, c_n)."""
     args = (input, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse)
     with _no_autocast(input.device.type):
-        if _use_compiled("lstm_layer", input.device.type):
-            out = torch.ops.rnnkit.lstm_layer(*args)
-        else:
+        if not _use_compiled("lstm_layer", input.device.type):
             out = reference.lstm_layer(*args)
+        elif _skip_reserve("lstm_layer", input.device.type,
+                           (input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr)):
+            out = torch.ops.rnnkit.lstm_layer.reserve_optional(*args, False)
+        else:
+            out = torch.ops.rnnkit.lstm_layer(*args)
     return out[0], out[1], out[2]
 
 
@@ -228,6 +248,41 @@ def _register_fakes():
           b_ih_reverse, b_hh_reverse):
         return (*_fake_gru(input, h0, w_hh), *_fake_gru(input, h0_reverse, w_hh_reverse))
 
+    # The overloads that skip work nobody needs (csrc/overloads.cpp).
+    if _extension.has_overload("lstm_layer.reserve_optional"):
+        @lib.register_fake("rnnkit::gru_layer.reserve_optional")
+        def _(input, lengths, h0, w_ih, w_hh, b_ih, b_hh, reverse, keep_reserve):
+            output, h_n, reserve, _ = _fake_forward("gru", input, h0, w_hh)
+            return output, h_n, reserve if keep_reserve else input.new_empty((0,))
+
+        @lib.register_fake("rnnkit::lstm_layer.reserve_optional")
+        def _(input, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse, keep_reserve):
+            output, h_n, reserve, _ = _fake_forward("lstm", input, h0, w_hh)
+            return (output, h_n, c0.new_empty(c0.shape),
+                    reserve if keep_reserve else input.new_empty((0,)))
+
+    def _input_grad(input, input_grad):
+        return input.new_empty(input.shape) if input_grad else input.new_empty((0,))
+
+    if _extension.has_overload("rnn_layer_backward.input_optional"):
+        @lib.register_fake("rnnkit::rnn_layer_backward.input_optional")
+        def _(grad_output, grad_h_n, input, lengths, h0, w_ih, w_hh, b_ih, b_hh, reverse, relu,
+              output, reserve, input_grad):
+            return (_input_grad(input, input_grad), h0.new_empty(h0.shape),
+                    *_weight_grads(input, w_ih, w_hh, b_ih, b_hh))
+
+        @lib.register_fake("rnnkit::gru_layer_backward.input_optional")
+        def _(grad_output, grad_h_n, input, lengths, h0, w_ih, w_hh, b_ih, b_hh, reverse,
+              output, reserve, input_grad):
+            return (_input_grad(input, input_grad), h0.new_empty(h0.shape),
+                    *_weight_grads(input, w_ih, w_hh, b_ih, b_hh))
+
+        @lib.register_fake("rnnkit::lstm_layer_backward.input_optional")
+        def _(grad_output, grad_h_n, grad_c_n, input, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh,
+              w_hr, reverse, output, reserve, input_grad):
+            return (_input_grad(input, input_grad), h0.new_empty(h0.shape),
+                    c0.new_empty(c0.shape), *_weight_grads(input, w_ih, w_hh, b_ih, b_hh, w_hr))
+
 
 # ---------------------------------------------------------------------------
 # Autograd: forward op -> backward op. Double backward (create_graph=True)
@@ -267,8 +322,15 @@ def _make_backward(cell: str):
                            for x in differentiable]
         else:
             backward_op = getattr(torch.ops.rnnkit, f"{cell}_layer_backward")
+            op_args = (*grads, *args, *ctx.flags, results[0], results[-1])
             with _no_autocast(args[0].device.type):
-                found_grads = backward_op(*grads, *args, *ctx.flags, results[0], results[-1])
+                if not ctx.needs_input_grad[0] and _has_kernel_constant(
+                        f"{cell}_layer_backward.input_optional", args[0].device.type):
+                    # The input does not need a gradient (e.g. a network's first layer):
+                    # the overload that skips it.
+                    found_grads = backward_op.input_optional(*op_args, False)
+                else:
+                    found_grads = backward_op(*op_args)
             # The gradient of an absent optional argument comes back empty.
             found_grads = [None if x is None else g for g, x in zip(found_grads, differentiable)]
         return (found_grads[0], None, *found_grads[1:]) + (None,) * len(ctx.flags)

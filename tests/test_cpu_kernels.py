@@ -390,3 +390,90 @@ def test_cells_with_hidden_size_zero_match_torch_nn(kind, bias, batched, with_hx
         assert (g is None) == (w is None)
         if w is not None:
             assert g.shape == w.shape
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_input_gradient_in_blocks(cell):
+    """The input gradient is computed in blocks of rows over the gate gradients'
+    storage: enough rows for several blocks, with I below, equal to and above
+    the gate width G*H (the last gets its own buffer)."""
+    seed = _fresh_seed()
+    torch.manual_seed(seed)
+    G = GATES[cell]
+    H = 160
+    for I in (40, G * H, G * H + 24):
+        case = Case(cell, T=12, B=40, I=I, H=H, lengths=torch.randint(0, 13, (40,)))
+        check_against_reference(case, seed, 1e-10, 1e-9)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_backward_without_input_gradient(cell):
+    """The input_optional overloads: the same gradients with input_grad=True, and
+    an empty gradient of the input (the rest unchanged) with input_grad=False;
+    autograd takes the latter when the input does not require grad."""
+    seed = _fresh_seed()
+    rng = random.Random(seed)
+    torch.manual_seed(seed)
+    for dtype in (torch.float64, torch.float32):
+        case = random_case(cell, rng, dtype)
+        with torch.no_grad():
+            outputs = case.op(*case.args())
+        grads = case.output_grads(outputs)
+        args = case.backward_args(grads, outputs)
+        full = case.backward_op(*args)
+        every = case.backward_op.input_optional(*args, True)
+        some = case.backward_op.input_optional(*args, False)
+        assert some[0].shape == (0,) and some[0].dtype == dtype
+        for a, b, c in zip(full[1:], every[1:], some[1:]):
+            assert torch.equal(a, b) and torch.equal(a, c), case.describe(seed)
+        assert torch.equal(full[0], every[0])
+    for t in case.state_args()[1:]:
+        if t is not None:
+            t.requires_grad_(True)
+    with ops.record_paths():
+        out = case.ops_fn(*case.args())
+    sum(o.sum() for o in out).backward()
+    assert case.input.grad is None
+    assert case.w_hh.grad is not None
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_opcheck_backward_input_optional(cell):
+    for case in _opcheck_cases(cell):
+        with torch.no_grad():
+            outputs = case.op(*case.args())
+        grads = case.output_grads(outputs)
+        for flag in (True, False):
+            torch.library.opcheck(case.backward_op.input_optional,
+                                  case.backward_args(grads, outputs) + (flag,))
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_forward_without_reserve(cell):
+    """The reserve_optional overloads: the same outputs, and an empty reserve with
+    keep_reserve=False; the ops take it when no backward can follow."""
+    seed = _fresh_seed()
+    rng = random.Random(seed)
+    torch.manual_seed(seed)
+    for dtype in (torch.float64, torch.float32, torch.bfloat16):
+        case = random_case(cell, rng, dtype)
+        with torch.no_grad():
+            full = case.op(*case.args())
+            kept = case.op.reserve_optional(*case.args(), True)
+            none = case.op.reserve_optional(*case.args(), False)
+        assert none[-1].shape == (0,) and none[-1].dtype == dtype
+        for a, b in zip(full, kept):
+            assert torch.equal(a, b), case.describe(seed)
+        for a, b in zip(full[:-1], none[:-1]):
+            assert torch.equal(a, b), case.describe(seed)
+        with torch.no_grad():
+            through_ops = case.ops_fn(*case.args())
+        for a, b in zip(full, through_ops):
+            assert torch.equal(a, b), case.describe(seed)
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_opcheck_forward_reserve_optional(cell):
+    for case in _opcheck_cases(cell):
+        for flag in (True, False):
+            torch.library.opcheck(case.op.reserve_optional, case.args() + (flag,))

@@ -7,7 +7,12 @@
 #include <ATen/ops/from_blob.h>
 #include <ATen/ops/mm.h>
 
+#include <cstdint>
 #include <cstring>
+
+#ifdef __linux__
+#include <sys/mman.h>
+#endif
 
 namespace rnnkit {
 namespace cpu {
@@ -62,6 +67,39 @@ at::Tensor previous_hidden(const at::Tensor& output, const at::Tensor& h0,
     }
   });
   return prev;
+}
+
+const at::Tensor& huge_pages(const at::Tensor& t) {
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+  constexpr uintptr_t kHuge = uintptr_t{1} << 21;
+  const size_t bytes = t.nbytes();
+  if (bytes >= 4 * kHuge) {
+    const auto begin = reinterpret_cast<uintptr_t>(t.const_data_ptr());
+    const uintptr_t first = (begin + kHuge - 1) & ~(kHuge - 1);
+    const uintptr_t last = (begin + bytes) & ~(kHuge - 1);
+    if (last > first) {
+      (void)madvise(reinterpret_cast<void*>(first), last - first, MADV_HUGEPAGE);
+    }
+  }
+#endif
+  return t;
+}
+
+at::Tensor hidden_weight_grad(const at::Tensor& dg, const at::Tensor& output, const at::Tensor& h0,
+                              const std::vector<int64_t>& lengths, bool reverse) {
+  const int64_t T = output.size(0), B = output.size(1), P = output.size(2);
+  const bool full = std::all_of(lengths.begin(), lengths.end(), [&](int64_t l) { return l == T; });
+  if (!full) return dg.t().mm(previous_hidden(output, h0, lengths, reverse).view({T * B, P}));
+  // Forward: h_{t-1} is output[t-1] for t >= 1 and h0 at t = 0; reverse: output[t+1]
+  // for t <= T-2 and h0 at t = T-1.
+  const int64_t rows = (T - 1) * B;
+  const at::Tensor out2d = output.view({T * B, P});
+  const at::Tensor first = dg.narrow(0, reverse ? rows : 0, B);
+  at::Tensor dw = first.t().mm(h0);
+  if (rows > 0) {
+    dw.addmm_(dg.narrow(0, reverse ? 0 : B, rows).t(), out2d.narrow(0, reverse ? B : 0, rows));
+  }
+  return dw;
 }
 
 namespace {

@@ -5,6 +5,7 @@
 
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
 
 #include <algorithm>
 #include <cstdint>
@@ -42,7 +43,8 @@ struct StepOrder {
 };
 
 // x · W_ihᵀ + bias for every step at once, [T*B, G*H] (bias may be undefined):
-// the one GEMM hoisted out of the step loop.
+// the one GEMM hoisted out of the step loop of the portable path (the float32
+// fast path projects chunk by chunk inside its loop, fast_path.cpp).
 at::Tensor input_projection(const at::Tensor& x, const at::Tensor& w_ih, const at::Tensor& bias);
 
 // h_{t-1} of every step, [T, B, P]: h0 at each sequence's first real step, the
@@ -50,6 +52,61 @@ at::Tensor input_projection(const at::Tensor& x, const at::Tensor& w_ih, const a
 // dW_hh is one GEMM of the gate gradients against this.
 at::Tensor previous_hidden(const at::Tensor& output, const at::Tensor& h0,
                            const std::vector<int64_t>& lengths, bool reverse);
+
+// dW_hh = dgᵀ · h_{t-1} over all steps, [N, P], for dg [T*B, N] (rows may be
+// strided): when every sequence runs all T steps, two GEMMs on views of output
+// and h0; otherwise one GEMM against previous_hidden.
+at::Tensor hidden_weight_grad(const at::Tensor& dg, const at::Tensor& output, const at::Tensor& h0,
+                              const std::vector<int64_t>& lengths, bool reverse);
+
+// The gradient of the input, [R, I], computed block of rows by block of rows by
+// rows_fn(r0, r1, out) writing rows [r0, r1) into `out` ([r1 - r0, I]) from the
+// gate gradients `buf` ([R, L], contiguous), over buf's own storage when I <= L:
+// this keeps the backward's peak memory at one [R, L] buffer. Rows [r0, r1) of
+// the result occupy the floats [r0*I, r1*I) of buf, which hold only rows that
+// earlier blocks have consumed when r1*I <= r0*L; a block for which that does
+// not hold goes through a small separate buffer. buf is not usable afterwards.
+template <typename RowsFn>
+at::Tensor input_grad_over(const at::Tensor& buf, int64_t I, const RowsFn& rows_fn) {
+  const int64_t R = buf.size(0), L = buf.size(1);
+  // Blocks of about 64K floats, at least 32 rows (for the GEMMs).
+  const int64_t chunk = std::max<int64_t>(32, (int64_t{1} << 16) / std::max<int64_t>({1, L, I}));
+  if (I > L) {
+    at::Tensor dst = at::empty({R, I}, buf.options());
+    for (int64_t r0 = 0; r0 < R; r0 += chunk) {
+      at::Tensor rows = dst.narrow(0, r0, std::min(R, r0 + chunk) - r0);
+      rows_fn(r0, r0 + rows.size(0), rows);
+    }
+    return dst;
+  }
+  at::Tensor dst = buf.view({-1}).narrow(0, 0, R * I).view({R, I});
+  at::Tensor tmp;
+  for (int64_t r0 = 0; r0 < R;) {
+    const int64_t direct_end = std::min(R, std::min(r0 + chunk, r0 * L / I));
+    if (direct_end > r0) {
+      at::Tensor rows = dst.narrow(0, r0, direct_end - r0);
+      rows_fn(r0, direct_end, rows);
+      r0 = direct_end;
+      continue;
+    }
+    // Overlap: one row when I < L (from row 1 on the blocks can write in place),
+    // else a whole block.
+    const int64_t r1 = std::min(R, r0 + (I < L ? 1 : chunk));
+    if (!tmp.defined() || tmp.size(0) < r1 - r0) tmp = at::empty({r1 - r0, I}, buf.options());
+    at::Tensor rows = tmp.narrow(0, 0, r1 - r0);
+    rows_fn(r0, r1, rows);
+    dst.narrow(0, r0, r1 - r0).copy_(rows);
+    r0 = r1;
+  }
+  return dst;
+}
+
+// Asks the kernel (Linux, madvise) to back the 2 MiB-aligned part of a freshly
+// allocated large tensor with transparent huge pages, before its first touch:
+// the first writes to a fresh [T, B, G*H] buffer otherwise take one page fault
+// per 4 KiB, a tenth of a large layer's time. A no-op elsewhere, for small
+// tensors, or when the kernel declines. Returns t.
+const at::Tensor& huge_pages(const at::Tensor& t);
 
 // Row-major C[M, N] = A[M, K] · op(B) (+ C when accumulate), with leading
 // dimensions; op(B) = Bᵀ for B stored [N, K] when transpose_b, else B stored [K, N].

@@ -11,8 +11,10 @@
 #include <ATen/Dispatch.h>
 #include <ATen/ops/cat.h>
 #include <ATen/ops/empty.h>
+#include <ATen/ops/mm.h>
 
 #include "cpu_common.h"
+#include "fast_path.h"
 #include "layer_ops_cpu.h"
 #include "rnnkit/layer_checks.h"
 #include "vec_math.h"
@@ -123,7 +125,8 @@ struct GruBackward {
 
 std::tuple<Tensor, Tensor, Tensor> gru_layer(
     const Tensor& input, const OptTensor& lengths, const Tensor& h0, const Tensor& w_ih,
-    const Tensor& w_hh, const OptTensor& b_ih, const OptTensor& b_hh, bool reverse) {
+    const Tensor& w_hh, const OptTensor& b_ih, const OptTensor& b_hh, bool reverse,
+    bool keep_reserve) {
   const LayerSizes sz = check_layer_forward(Cell::GRU, at::kCPU, input, lengths, h0, nullptr, w_ih,
                                             w_hh, b_ih, b_hh, {});
   const int64_t T = sz.T, B = sz.B, H = sz.H;
@@ -140,11 +143,26 @@ std::tuple<Tensor, Tensor, Tensor> gru_layer(
     bias_x = b_ih->to(ct, false, /*copy=*/true).contiguous();
     bias_x.narrow(0, 0, 2 * H).add_(bhh.narrow(0, 0, 2 * H));
   }
-  const Tensor gx = input_projection(x, wih, bias_x);
+  const fast::Kernels* fk = ct == at::kFloat ? fast::select() : nullptr;
+  // The fast path projects the input inside its step loop.
+  const Tensor gx = fk ? Tensor() : input_projection(x, wih, bias_x);
 
   Tensor h = h0.to(ct, /*non_blocking=*/false, /*copy=*/true).contiguous();
   Tensor output = at::empty({T, B, H}, opts);
-  Tensor reserve = at::empty({T, B, 4 * H}, opts);
+  huge_pages(output);
+  Tensor reserve = fk && !keep_reserve ? Tensor() : at::empty({T, B, 4 * H}, opts);
+  if (reserve.defined()) huge_pages(reserve);
+  const Tensor no_reserve = input.new_empty({0});
+  if (fk) {
+    fast::gru_forward(*fk, T, B, H, reverse, len.data(), x.const_data_ptr<float>(), sz.I,
+                      wih.const_data_ptr<float>(),
+                      sz.has_bias ? bias_x.const_data_ptr<float>() : nullptr,
+                      whh.const_data_ptr<float>(),
+                      sz.has_bias ? bhh.const_data_ptr<float>() + 2 * H : nullptr,
+                      h.mutable_data_ptr<float>(), output.mutable_data_ptr<float>(),
+                      keep_reserve ? reserve.mutable_data_ptr<float>() : nullptr);
+    return {output.to(dtype), h.to(dtype), keep_reserve ? reserve.to(dtype) : no_reserve};
+  }
   Tensor gh = at::empty({B, 3 * H}, opts);
 
   AT_DISPATCH_FLOATING_TYPES(ct, "rnnkit::gru_layer", [&] {
@@ -156,14 +174,14 @@ std::tuple<Tensor, Tensor, Tensor> gru_layer(
                    reserve.mutable_data_ptr<T_>(), gh.mutable_data_ptr<T_>()}
         .run();
   });
-  return {output.to(dtype), h.to(dtype), reserve.to(dtype)};
+  return {output.to(dtype), h.to(dtype), keep_reserve ? reserve.to(dtype) : no_reserve};
 }
 
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_layer_backward(
     const Tensor& grad_output, const Tensor& grad_h_n, const Tensor& input,
     const OptTensor& lengths, const Tensor& h0, const Tensor& w_ih, const Tensor& w_hh,
     const OptTensor& b_ih, const OptTensor& b_hh, bool reverse, const Tensor& output,
-    const Tensor& reserve) {
+    const Tensor& reserve, bool input_grad) {
   const LayerSizes sz = check_layer_forward(Cell::GRU, at::kCPU, input, lengths, h0, nullptr, w_ih,
                                             w_hh, b_ih, b_hh, {}, "gru_layer_backward");
   check_layer_backward(Cell::GRU, sz, input, grad_output, grad_h_n, nullptr, output, reserve);
@@ -173,37 +191,60 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_layer_backward(
   const auto opts = input.options().dtype(ct);
   const std::vector<int64_t> len = sequence_lengths(lengths, B, T);
 
-  const Tensor gout = prepare(grad_output, ct), res = prepare(reserve, ct);
+  const fast::Kernels* fk = ct == at::kFloat ? fast::select() : nullptr;
+  Tensor gout_copy;  // the fast path reads grad_output in place when it can
+  const Tensor gout = fk ? Tensor() : prepare(grad_output, ct);
+  const Tensor res = prepare(reserve, ct);
   const Tensor x = prepare(input, ct), out = prepare(output, ct), h0c = prepare(h0, ct);
   const Tensor wih = prepare(w_ih, ct), whh = prepare(w_hh, ct);
-  const Tensor h_prev = previous_hidden(out, h0c, len, reverse);
 
   Tensor dh = grad_h_n.to(ct, false, true).contiguous();
   Tensor dgates = at::empty({T, B, 4 * H}, opts);
+  huge_pages(dgates);
 
-  AT_DISPATCH_FLOATING_TYPES(ct, "rnnkit::gru_layer_backward", [&] {
-    using T_ = scalar_t;
-    GruBackward<T_>{T, B, H, StepOrder{T, reverse}, len.data(), gout.const_data_ptr<T_>(),
-                    res.const_data_ptr<T_>(), h_prev.const_data_ptr<T_>(),
-                    whh.const_data_ptr<T_>(), dh.mutable_data_ptr<T_>(),
-                    dgates.mutable_data_ptr<T_>()}
-        .run();
-  });
+  if (fk) {
+    fast::gru_backward(*fk, T, B, H, reverse, len.data(),
+                       fast::grad_out_view(grad_output, &gout_copy), res.const_data_ptr<float>(),
+                       out.const_data_ptr<float>(), h0c.const_data_ptr<float>(),
+                       whh.const_data_ptr<float>(), dh.mutable_data_ptr<float>(),
+                       dgates.mutable_data_ptr<float>());
+  } else {
+    const Tensor h_prev = previous_hidden(out, h0c, len, reverse);
+    AT_DISPATCH_FLOATING_TYPES(ct, "rnnkit::gru_layer_backward", [&] {
+      using T_ = scalar_t;
+      GruBackward<T_>{T, B, H, StepOrder{T, reverse}, len.data(), gout.const_data_ptr<T_>(),
+                      res.const_data_ptr<T_>(), h_prev.const_data_ptr<T_>(),
+                      whh.const_data_ptr<T_>(), dh.mutable_data_ptr<T_>(),
+                      dgates.mutable_data_ptr<T_>()}
+          .run();
+    });
+  }
 
   const Tensor dg = dgates.view({T * B, 4 * H});
   const Tensor dg_h = dg.narrow(1, 0, 3 * H);   // of h · W_hhᵀ + b_hh
   const Tensor dg_rz = dg.narrow(1, 0, 2 * H);  // of the r, z columns of x · W_ihᵀ + b_ih
   const Tensor dg_xn = dg.narrow(1, 3 * H, H);  // of the n columns of x · W_ihᵀ + b_ih
   const Tensor x2d = x.view({T * B, I});
-  const Tensor dx = dg_rz.mm(wih.narrow(0, 0, 2 * H))
-                        .addmm_(dg_xn, wih.narrow(0, 2 * H, H))
-                        .view({T, B, I});
-  const Tensor dw_ih = at::cat({dg_rz.t().mm(x2d), dg_xn.t().mm(x2d)}, 0);
-  const Tensor dw_hh = dg_h.t().mm(h_prev.view({T * B, H}));
+  Tensor dw_ih = at::empty({3 * H, I}, opts);
+  {
+    Tensor rz = dw_ih.narrow(0, 0, 2 * H), n = dw_ih.narrow(0, 2 * H, H);
+    at::mm_out(rz, dg_rz.t(), x2d);
+    at::mm_out(n, dg_xn.t(), x2d);
+  }
+  gout_copy = Tensor();
+  const Tensor dw_hh = hidden_weight_grad(dg_h, out, h0c, len, reverse);
   Tensor db_ih = input.new_empty({0}), db_hh = input.new_empty({0});
   if (sz.has_bias) {
     db_hh = dg_h.sum(0).to(dtype);
     db_ih = at::cat({dg_rz.sum(0), dg_xn.sum(0)}, 0).to(dtype);
+  }
+  // Last: it overwrites dgates.
+  Tensor dx = input.new_empty({0});
+  if (input_grad) {
+    dx = input_grad_over(dg, I, [&](int64_t r0, int64_t r1, Tensor& rows) {
+      at::mm_out(rows, dg_rz.narrow(0, r0, r1 - r0), wih.narrow(0, 0, 2 * H));
+      rows.addmm_(dg_xn.narrow(0, r0, r1 - r0), wih.narrow(0, 2 * H, H));
+    }).view({T, B, I});
   }
   return {dx.to(dtype), dh.to(dtype), dw_ih.to(dtype), dw_hh.to(dtype), db_ih, db_hh};
 }

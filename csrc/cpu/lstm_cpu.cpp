@@ -10,9 +10,11 @@
 
 #include <ATen/Dispatch.h>
 #include <ATen/ops/empty.h>
+#include <ATen/ops/mm.h>
 #include <ATen/ops/zeros.h>
 
 #include "cpu_common.h"
+#include "fast_path.h"
 #include "layer_ops_cpu.h"
 #include "rnnkit/layer_checks.h"
 #include "vec_math.h"
@@ -190,7 +192,7 @@ void recompute_h_full(int64_t rows, int64_t H, const T* reserve, T* h_full) {
 std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_layer(
     const Tensor& input, const OptTensor& lengths, const Tensor& h0, const Tensor& c0,
     const Tensor& w_ih, const Tensor& w_hh, const OptTensor& b_ih, const OptTensor& b_hh,
-    const OptTensor& w_hr, bool reverse) {
+    const OptTensor& w_hr, bool reverse, bool keep_reserve) {
   const LayerSizes sz = check_layer_forward(Cell::LSTM, at::kCPU, input, lengths, h0, &c0, w_ih,
                                             w_hh, b_ih, b_hh, w_hr);
   const int64_t T = sz.T, B = sz.B, H = sz.H, P = sz.P;
@@ -202,12 +204,28 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_layer(
   const Tensor x = prepare(input, ct);
   const Tensor wih = prepare(w_ih, ct), whh = prepare(w_hh, ct), whr = prepare(w_hr, ct);
   const Tensor bias = sz.has_bias ? prepare(*b_ih, ct).add(prepare(*b_hh, ct)) : Tensor();
-  const Tensor gx = input_projection(x, wih, bias);
+  const fast::Kernels* fk = (ct == at::kFloat && !sz.has_proj) ? fast::select() : nullptr;
+  // The fast path projects the input inside its step loop.
+  const Tensor gx = fk ? Tensor() : input_projection(x, wih, bias);
 
   Tensor h = h0.to(ct, /*non_blocking=*/false, /*copy=*/true).contiguous();
   Tensor c = c0.to(ct, false, true).contiguous();
   Tensor output = at::empty({T, B, P}, opts);
-  Tensor reserve = at::empty({T, B, 5 * H}, opts);
+  huge_pages(output);
+  Tensor reserve = fk && !keep_reserve ? Tensor() : at::empty({T, B, 5 * H}, opts);
+  if (reserve.defined()) huge_pages(reserve);
+  const Tensor no_reserve = input.new_empty({0});
+
+  if (fk) {
+    fast::lstm_forward(*fk, T, B, H, reverse, len.data(), x.const_data_ptr<float>(), sz.I,
+                       wih.const_data_ptr<float>(),
+                      sz.has_bias ? bias.const_data_ptr<float>() : nullptr,
+                       whh.const_data_ptr<float>(), h.mutable_data_ptr<float>(),
+                       c.mutable_data_ptr<float>(), output.mutable_data_ptr<float>(),
+                       keep_reserve ? reserve.mutable_data_ptr<float>() : nullptr);
+    return {output.to(dtype), h.to(dtype), c.to(dtype),
+            keep_reserve ? reserve.to(dtype) : no_reserve};
+  }
   // The step loop's whole workspace, allocated once.
   Tensor gh = at::empty({B, 4 * H}, opts);
   Tensor h_full = sz.has_proj ? at::zeros({B, H}, opts) : Tensor();
@@ -224,14 +242,15 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_layer(
                     sz.has_proj ? h_proj.mutable_data_ptr<T_>() : nullptr}
         .run();
   });
-  return {output.to(dtype), h.to(dtype), c.to(dtype), reserve.to(dtype)};
+  return {output.to(dtype), h.to(dtype), c.to(dtype),
+          keep_reserve ? reserve.to(dtype) : no_reserve};
 }
 
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_backward(
     const Tensor& grad_output, const Tensor& grad_h_n, const Tensor& grad_c_n, const Tensor& input,
     const OptTensor& lengths, const Tensor& h0, const Tensor& c0, const Tensor& w_ih,
     const Tensor& w_hh, const OptTensor& b_ih, const OptTensor& b_hh, const OptTensor& w_hr,
-    bool reverse, const Tensor& output, const Tensor& reserve) {
+    bool reverse, const Tensor& output, const Tensor& reserve, bool input_grad) {
   const LayerSizes sz = check_layer_forward(Cell::LSTM, at::kCPU, input, lengths, h0, &c0, w_ih,
                                             w_hh, b_ih, b_hh, w_hr, "lstm_layer_backward");
   check_layer_backward(Cell::LSTM, sz, input, grad_output, grad_h_n, &grad_c_n, output, reserve);
@@ -241,7 +260,10 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_
   const auto opts = input.options().dtype(ct);
   const std::vector<int64_t> len = sequence_lengths(lengths, B, T);
 
-  const Tensor gout = prepare(grad_output, ct), res = prepare(reserve, ct);
+  const fast::Kernels* fk = (ct == at::kFloat && !sz.has_proj) ? fast::select() : nullptr;
+  Tensor gout_copy;  // the fast path reads grad_output in place when it can
+  const Tensor gout = fk ? Tensor() : prepare(grad_output, ct);
+  const Tensor res = prepare(reserve, ct);
   const Tensor x = prepare(input, ct), out = prepare(output, ct);
   const Tensor h0c = prepare(h0, ct), c0c = prepare(c0, ct);
   const Tensor wih = prepare(w_ih, ct), whh = prepare(w_hh, ct), whr = prepare(w_hr, ct);
@@ -249,32 +271,47 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_
   Tensor dh = grad_h_n.to(ct, false, true).contiguous();
   Tensor dc = grad_c_n.to(ct, false, true).contiguous();
   Tensor dgates = at::empty({T, B, 4 * H}, opts);
+  huge_pages(dgates);
   Tensor dy = sz.has_proj ? at::empty({T, B, P}, opts) : Tensor();
   Tensor dh_full = sz.has_proj ? at::empty({B, H}, opts) : Tensor();
 
-  AT_DISPATCH_FLOATING_TYPES(ct, "rnnkit::lstm_layer_backward", [&] {
-    using T_ = scalar_t;
-    LstmBackward<T_>{T, B, I, H, P, sz.has_proj, StepOrder{T, reverse}, len.data(),
-                     gout.const_data_ptr<T_>(), res.const_data_ptr<T_>(),
-                     c0c.const_data_ptr<T_>(), whh.const_data_ptr<T_>(),
-                     sz.has_proj ? whr.const_data_ptr<T_>() : nullptr, dh.mutable_data_ptr<T_>(),
-                     dc.mutable_data_ptr<T_>(), dgates.mutable_data_ptr<T_>(),
-                     sz.has_proj ? dy.mutable_data_ptr<T_>() : nullptr,
-                     sz.has_proj ? dh_full.mutable_data_ptr<T_>() : nullptr}
-        .run();
-  });
+  if (fk) {
+    fast::lstm_backward(*fk, T, B, H, reverse, len.data(),
+                        fast::grad_out_view(grad_output, &gout_copy),
+                        res.const_data_ptr<float>(), c0c.const_data_ptr<float>(),
+                        whh.const_data_ptr<float>(), dh.mutable_data_ptr<float>(),
+                        dc.mutable_data_ptr<float>(), dgates.mutable_data_ptr<float>());
+  } else {
+    AT_DISPATCH_FLOATING_TYPES(ct, "rnnkit::lstm_layer_backward", [&] {
+      using T_ = scalar_t;
+      LstmBackward<T_>{T, B, I, H, P, sz.has_proj, StepOrder{T, reverse}, len.data(),
+                       gout.const_data_ptr<T_>(), res.const_data_ptr<T_>(),
+                       c0c.const_data_ptr<T_>(), whh.const_data_ptr<T_>(),
+                       sz.has_proj ? whr.const_data_ptr<T_>() : nullptr, dh.mutable_data_ptr<T_>(),
+                       dc.mutable_data_ptr<T_>(), dgates.mutable_data_ptr<T_>(),
+                       sz.has_proj ? dy.mutable_data_ptr<T_>() : nullptr,
+                       sz.has_proj ? dh_full.mutable_data_ptr<T_>() : nullptr}
+          .run();
+    });
+  }
 
   // Whole-sequence weight gradients: GEMMs over all T*B rows at once.
+  gout_copy = Tensor();
   const Tensor dg = dgates.view({T * B, 4 * H});
-  const Tensor h_prev = previous_hidden(out, h0c, len, reverse).view({T * B, P});
-  const Tensor dx = dg.mm(wih).view({T, B, I});
+  const Tensor dw_hh = hidden_weight_grad(dg, out, h0c, len, reverse);
   const Tensor dw_ih = dg.t().mm(x.view({T * B, I}));
-  const Tensor dw_hh = dg.t().mm(h_prev);
   Tensor db_ih = input.new_empty({0}), db_hh = input.new_empty({0});
   if (sz.has_bias) {
     const Tensor db = dg.sum(0);
     db_ih = db.to(dtype, false, /*copy=*/true);
     db_hh = db.to(dtype, false, /*copy=*/true);
+  }
+  // Last: it overwrites dgates.
+  Tensor dx = input.new_empty({0});
+  if (input_grad) {
+    dx = input_grad_over(dg, I, [&](int64_t r0, int64_t r1, Tensor& rows) {
+      at::mm_out(rows, dg.narrow(0, r0, r1 - r0), wih);
+    }).view({T, B, I});
   }
   Tensor dw_hr = input.new_empty({0});
   if (sz.has_proj) {

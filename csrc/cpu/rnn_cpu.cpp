@@ -4,8 +4,10 @@
 
 #include <ATen/Dispatch.h>
 #include <ATen/ops/empty.h>
+#include <ATen/ops/mm.h>
 
 #include "cpu_common.h"
+#include "fast_path.h"
 #include "layer_ops_cpu.h"
 #include "rnnkit/layer_checks.h"
 #include "vec_math.h"
@@ -106,10 +108,21 @@ std::tuple<Tensor, Tensor, Tensor> rnn_layer(
   const Tensor x = prepare(input, ct);
   const Tensor wih = prepare(w_ih, ct), whh = prepare(w_hh, ct);
   const Tensor bias = sz.has_bias ? prepare(*b_ih, ct).add(prepare(*b_hh, ct)) : Tensor();
-  const Tensor gx = input_projection(x, wih, bias);
+  const fast::Kernels* fk = ct == at::kFloat ? fast::select() : nullptr;
+  // The fast path projects the input inside its step loop.
+  const Tensor gx = fk ? Tensor() : input_projection(x, wih, bias);
 
   Tensor h = h0.to(ct, /*non_blocking=*/false, /*copy=*/true).contiguous();
   Tensor output = at::empty({T, B, H}, opts);
+  huge_pages(output);
+  if (fk) {
+    fast::rnn_forward(*fk, T, B, H, reverse, relu, len.data(), x.const_data_ptr<float>(),
+                      sz.I, wih.const_data_ptr<float>(),
+                      sz.has_bias ? bias.const_data_ptr<float>() : nullptr,
+                      whh.const_data_ptr<float>(), h.mutable_data_ptr<float>(),
+                      output.mutable_data_ptr<float>());
+    return {output.to(dtype), h.to(dtype), input.new_empty({0})};
+  }
   Tensor gh = at::empty({B, H}, opts);
 
   AT_DISPATCH_FLOATING_TYPES(ct, "rnnkit::rnn_layer", [&] {
@@ -126,7 +139,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> rnn_layer_backward(
     const Tensor& grad_output, const Tensor& grad_h_n, const Tensor& input,
     const OptTensor& lengths, const Tensor& h0, const Tensor& w_ih, const Tensor& w_hh,
     const OptTensor& b_ih, const OptTensor& b_hh, bool reverse, bool relu, const Tensor& output,
-    const Tensor& reserve) {
+    const Tensor& reserve, bool input_grad) {
   const Cell cell = relu ? Cell::RNN_RELU : Cell::RNN_TANH;
   const LayerSizes sz = check_layer_forward(cell, at::kCPU, input, lengths, h0, nullptr, w_ih,
                                             w_hh, b_ih, b_hh, {}, "rnn_layer_backward");
@@ -137,31 +150,49 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> rnn_layer_backward(
   const auto opts = input.options().dtype(ct);
   const std::vector<int64_t> len = sequence_lengths(lengths, B, T);
 
-  const Tensor gout = prepare(grad_output, ct), out = prepare(output, ct);
+  const fast::Kernels* fk = ct == at::kFloat ? fast::select() : nullptr;
+  Tensor gout_copy;  // the fast path reads grad_output in place when it can
+  const Tensor gout = fk ? Tensor() : prepare(grad_output, ct);
+  const Tensor out = prepare(output, ct);
   const Tensor x = prepare(input, ct), h0c = prepare(h0, ct);
   const Tensor wih = prepare(w_ih, ct), whh = prepare(w_hh, ct);
 
   Tensor dh = grad_h_n.to(ct, false, true).contiguous();
   Tensor dpre = at::empty({T, B, H}, opts);
+  huge_pages(dpre);
 
-  AT_DISPATCH_FLOATING_TYPES(ct, "rnnkit::rnn_layer_backward", [&] {
-    using T_ = scalar_t;
-    RnnBackward<T_>{T, B, H, relu, StepOrder{T, reverse}, len.data(), gout.const_data_ptr<T_>(),
-                    out.const_data_ptr<T_>(), whh.const_data_ptr<T_>(),
-                    dh.mutable_data_ptr<T_>(), dpre.mutable_data_ptr<T_>()}
-        .run();
-  });
+  if (fk) {
+    fast::rnn_backward(*fk, T, B, H, reverse, relu, len.data(),
+                       fast::grad_out_view(grad_output, &gout_copy),
+                       out.const_data_ptr<float>(), whh.const_data_ptr<float>(),
+                       dh.mutable_data_ptr<float>(), dpre.mutable_data_ptr<float>());
+  } else {
+    AT_DISPATCH_FLOATING_TYPES(ct, "rnnkit::rnn_layer_backward", [&] {
+      using T_ = scalar_t;
+      RnnBackward<T_>{T, B, H, relu, StepOrder{T, reverse}, len.data(),
+                      gout.const_data_ptr<T_>(), out.const_data_ptr<T_>(),
+                      whh.const_data_ptr<T_>(), dh.mutable_data_ptr<T_>(),
+                      dpre.mutable_data_ptr<T_>()}
+          .run();
+    });
+  }
 
   const Tensor dg = dpre.view({T * B, H});
-  const Tensor h_prev = previous_hidden(out, h0c, len, reverse).view({T * B, H});
-  const Tensor dx = dg.mm(wih).view({T, B, I});
+  gout_copy = Tensor();
+  const Tensor dw_hh = hidden_weight_grad(dg, out, h0c, len, reverse);
   const Tensor dw_ih = dg.t().mm(x.view({T * B, I}));
-  const Tensor dw_hh = dg.t().mm(h_prev);
   Tensor db_ih = input.new_empty({0}), db_hh = input.new_empty({0});
   if (sz.has_bias) {
     const Tensor db = dg.sum(0);
     db_ih = db.to(dtype, false, /*copy=*/true);
     db_hh = db.to(dtype, false, /*copy=*/true);
+  }
+  // Last: it overwrites dpre.
+  Tensor dx = input.new_empty({0});
+  if (input_grad) {
+    dx = input_grad_over(dg, I, [&](int64_t r0, int64_t r1, Tensor& rows) {
+      at::mm_out(rows, dg.narrow(0, r0, r1 - r0), wih);
+    }).view({T, B, I});
   }
   return {dx.to(dtype), dh.to(dtype), dw_ih.to(dtype), dw_hh.to(dtype), db_ih, db_hh};
 }

@@ -1,0 +1,91 @@
+// The step kernels of fast_kernels.h for AVX2 with FMA: 8 floats per vector,
+// register tiles of 2 rows x 4 vectors or 3 rows x 3 vectors (16 registers).
+// Only the functions below are compiled for AVX2; the caller checks that the CPU
+// has it before it calls any of them.
+
+#include "fast_kernels.h"
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+
+#include <immintrin.h>
+
+#define RNNKIT_TARGET __attribute__((target("avx2,fma")))
+
+namespace rnnkit {
+namespace cpu {
+namespace fast {
+namespace avx2 {
+
+using Vec = __m256;
+constexpr int W = 8;
+constexpr int kRows4 = 2;
+constexpr int kRows3 = 3;
+constexpr const char* kName = "avx2";
+
+RNNKIT_TARGET static inline __m256i first_n(int n) {
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+RNNKIT_TARGET static inline Vec vzero() { return _mm256_setzero_ps(); }
+RNNKIT_TARGET static inline Vec vset(float x) { return _mm256_set1_ps(x); }
+RNNKIT_TARGET static inline Vec vld(const float* p) { return _mm256_loadu_ps(p); }
+RNNKIT_TARGET static inline void vst(float* p, Vec v) { _mm256_storeu_ps(p, v); }
+RNNKIT_TARGET static inline Vec vldn(const float* p, int n) {
+  return n == W ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, first_n(n));
+}
+RNNKIT_TARGET static inline void vstn(float* p, Vec v, int n) {
+  if (n == W) {
+    _mm256_storeu_ps(p, v);
+  } else {
+    _mm256_maskstore_ps(p, first_n(n), v);
+  }
+}
+RNNKIT_TARGET static inline Vec vbcast(const float* p) { return _mm256_broadcast_ss(p); }
+RNNKIT_TARGET static inline Vec vadd(Vec a, Vec b) { return _mm256_add_ps(a, b); }
+RNNKIT_TARGET static inline Vec vsub(Vec a, Vec b) { return _mm256_sub_ps(a, b); }
+RNNKIT_TARGET static inline Vec vmul(Vec a, Vec b) { return _mm256_mul_ps(a, b); }
+RNNKIT_TARGET static inline Vec vdiv(Vec a, Vec b) { return _mm256_div_ps(a, b); }
+RNNKIT_TARGET static inline Vec vfmadd(Vec a, Vec b, Vec c) { return _mm256_fmadd_ps(a, b, c); }
+RNNKIT_TARGET static inline Vec vfnmadd(Vec a, Vec b, Vec c) { return _mm256_fnmadd_ps(a, b, c); }
+RNNKIT_TARGET static inline Vec vmin(Vec a, Vec b) { return _mm256_min_ps(a, b); }
+RNNKIT_TARGET static inline Vec vmax(Vec a, Vec b) { return _mm256_max_ps(a, b); }
+RNNKIT_TARGET static inline Vec vabs(Vec a) { return _mm256_andnot_ps(_mm256_set1_ps(-0.0f), a); }
+RNNKIT_TARGET static inline Vec vround(Vec a) {
+  return _mm256_round_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+}
+// p * 2^n for integral n in [-126, 127] (vexp's clamp keeps n there).
+RNNKIT_TARGET static inline Vec vpow2n(Vec p, Vec n) {
+  const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
+RNNKIT_TARGET static inline Vec vcopysign(Vec mag, Vec sign) {
+  const Vec s = _mm256_set1_ps(-0.0f);
+  return _mm256_or_ps(_mm256_andnot_ps(s, mag), _mm256_and_ps(s, sign));
+}
+RNNKIT_TARGET static inline Vec vselect_lt(Vec a, Vec b, Vec x, Vec y) {
+  return _mm256_blendv_ps(y, x, _mm256_cmp_ps(a, b, _CMP_LT_OQ));
+}
+RNNKIT_TARGET static inline Vec vpositive(Vec y) {
+  return _mm256_and_ps(_mm256_cmp_ps(y, vzero(), _CMP_GT_OQ), vset(1.0f));
+}
+
+#include "fast_kernels_impl.h"
+
+}  // namespace avx2
+
+const Kernels* kernels_avx2() { return &avx2::kKernels; }
+
+}  // namespace fast
+}  // namespace cpu
+}  // namespace rnnkit
+
+#else
+
+namespace rnnkit {
+namespace cpu {
+namespace fast {
+const Kernels* kernels_avx2() { return nullptr; }
+}  // namespace fast
+}  // namespace cpu
+}  // namespace rnnkit
+
+#endif

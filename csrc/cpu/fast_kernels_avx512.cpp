@@ -1,0 +1,89 @@
+// The step kernels of fast_kernels.h for AVX-512 (F, VL, BW, DQ) with FMA: 16
+// floats per vector, register tiles of 6 rows x 4 vectors or 8 rows x 3 vectors.
+// Only the functions below are compiled for AVX-512; the caller checks that the
+// CPU has it before it calls any of them.
+
+#include "fast_kernels.h"
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+
+#include <immintrin.h>
+
+#if defined(__GNUC__) && !defined(__clang__)
+// GCC 12 warns about the deliberately undefined operand inside some AVX-512
+// intrinsics (_mm512_max_ps and friends).
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+
+#define RNNKIT_TARGET __attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")))
+
+namespace rnnkit {
+namespace cpu {
+namespace fast {
+namespace avx512 {
+
+using Vec = __m512;
+constexpr int W = 16;
+constexpr int kRows4 = 6;
+constexpr int kRows3 = 8;
+constexpr const char* kName = "avx512";
+
+RNNKIT_TARGET static inline __mmask16 first_n(int n) {
+  return static_cast<__mmask16>((1u << n) - 1u);
+}
+RNNKIT_TARGET static inline Vec vzero() { return _mm512_setzero_ps(); }
+RNNKIT_TARGET static inline Vec vset(float x) { return _mm512_set1_ps(x); }
+RNNKIT_TARGET static inline Vec vld(const float* p) { return _mm512_loadu_ps(p); }
+RNNKIT_TARGET static inline void vst(float* p, Vec v) { _mm512_storeu_ps(p, v); }
+RNNKIT_TARGET static inline Vec vldn(const float* p, int n) {
+  return _mm512_maskz_loadu_ps(first_n(n), p);
+}
+RNNKIT_TARGET static inline void vstn(float* p, Vec v, int n) {
+  _mm512_mask_storeu_ps(p, first_n(n), v);
+}
+RNNKIT_TARGET static inline Vec vbcast(const float* p) { return _mm512_set1_ps(*p); }
+RNNKIT_TARGET static inline Vec vadd(Vec a, Vec b) { return _mm512_add_ps(a, b); }
+RNNKIT_TARGET static inline Vec vsub(Vec a, Vec b) { return _mm512_sub_ps(a, b); }
+RNNKIT_TARGET static inline Vec vmul(Vec a, Vec b) { return _mm512_mul_ps(a, b); }
+RNNKIT_TARGET static inline Vec vdiv(Vec a, Vec b) { return _mm512_div_ps(a, b); }
+RNNKIT_TARGET static inline Vec vfmadd(Vec a, Vec b, Vec c) { return _mm512_fmadd_ps(a, b, c); }
+RNNKIT_TARGET static inline Vec vfnmadd(Vec a, Vec b, Vec c) { return _mm512_fnmadd_ps(a, b, c); }
+RNNKIT_TARGET static inline Vec vmin(Vec a, Vec b) { return _mm512_min_ps(a, b); }
+RNNKIT_TARGET static inline Vec vmax(Vec a, Vec b) { return _mm512_max_ps(a, b); }
+RNNKIT_TARGET static inline Vec vabs(Vec a) { return _mm512_abs_ps(a); }
+RNNKIT_TARGET static inline Vec vround(Vec a) {
+  return _mm512_roundscale_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+}
+RNNKIT_TARGET static inline Vec vpow2n(Vec p, Vec n) { return _mm512_scalef_ps(p, n); }
+RNNKIT_TARGET static inline Vec vcopysign(Vec mag, Vec sign) {
+  const Vec s = _mm512_set1_ps(-0.0f);
+  return _mm512_or_ps(_mm512_andnot_ps(s, mag), _mm512_and_ps(s, sign));
+}
+RNNKIT_TARGET static inline Vec vselect_lt(Vec a, Vec b, Vec x, Vec y) {
+  return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(a, b, _CMP_LT_OQ), y, x);
+}
+RNNKIT_TARGET static inline Vec vpositive(Vec y) {
+  return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(y, vzero(), _CMP_GT_OQ), vset(1.0f));
+}
+
+#include "fast_kernels_impl.h"
+
+}  // namespace avx512
+
+const Kernels* kernels_avx512() { return &avx512::kKernels; }
+
+}  // namespace fast
+}  // namespace cpu
+}  // namespace rnnkit
+
+#else
+
+namespace rnnkit {
+namespace cpu {
+namespace fast {
+const Kernels* kernels_avx512() { return nullptr; }
+}  // namespace fast
+}  // namespace cpu
+}  // namespace rnnkit
+
+#endif

@@ -1,0 +1,190 @@
+"""The float32 fast path of the CPU layer ops (csrc/cpu/fast_path.h) at every
+instruction-set level that this CPU has, forced through RNNKIT_CPU_ISA.
+
+Each level is compared with the plain-PyTorch reference run in float64 on the
+same float32 inputs, over sizes that exercise the tails of the vector blocks and
+of the register tiles (H not a multiple of 8 or 16, odd batches, B = 1), lengths,
+reverse and the LSTM projection (which keeps the portable path). The results must
+also be bit for bit the same whatever the number of threads (on the vector levels).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+
+import pytest
+import torch
+
+from rnnkit import _extension, reference
+from test_cpu_kernels import CELLS, Case, _fresh_seed, _op_name
+
+pytestmark = pytest.mark.skipif(not _extension.loaded(),
+                                reason=f"rnnkit._C not loaded: {_extension.LOAD_ERROR}")
+
+LEVELS = ["avx512", "avx2", "generic"]
+
+
+def _isa_now() -> str:
+    return torch.ops.rnnkit._cpu_isa()
+
+
+@pytest.fixture(params=LEVELS)
+def level(request, monkeypatch):
+    monkeypatch.setenv("RNNKIT_CPU_ISA", request.param)
+    if _isa_now() != request.param:
+        pytest.skip(f"this CPU has no {request.param} (falls back to {_isa_now()})")
+    return request.param
+
+
+def _double(args):
+    return tuple(a.double() if isinstance(a, torch.Tensor) and a.is_floating_point() else a
+                 for a in args)
+
+
+def _check(case, seed):
+    """float32 op and backward op against the float64 reference on the same inputs."""
+    what = case.describe(seed)
+    with torch.no_grad():
+        got = case.op(*case.args())
+        want = case.reference(*_double(case.args()))
+        for k, (g, w) in enumerate(zip(got, want)):
+            assert g.dtype == torch.float32
+            torch.testing.assert_close(g.double(), w, atol=2e-5, rtol=1e-4,
+                                       msg=lambda m: f"{what} forward output {k}: {m}")
+        grads = case.output_grads(got)
+        got_grads = case.backward_op(*case.backward_args(grads, got))
+        want_grads = case.reference_backward(*_double(case.backward_args(grads, want)))
+        for k, (g, w) in enumerate(zip(got_grads, want_grads)):
+            scale = max(1.0, w.abs().max().item()) if w.numel() else 1.0
+            torch.testing.assert_close(g.double(), w, atol=5e-5 * scale, rtol=1e-4,
+                                       msg=lambda m: f"{what} gradient {k}: {m}")
+
+
+def _case(cell, rng, **kw):
+    T = kw.pop("T", rng.randint(1, 6))
+    B = kw.pop("B", rng.choice([1, 2, 3, 7, 9, 13]))
+    H = kw.pop("H", rng.choice([1, 5, 8, 15, 16, 17, 31, 33, 63, 65, 70]))
+    lengths = None
+    if rng.random() < 0.5:
+        lengths = torch.tensor([rng.randint(0, T) for _ in range(B)], dtype=torch.int64)
+    args = dict(T=T, B=B, I=rng.randint(1, 9), H=H, bias=rng.random() < 0.7,
+                reverse=rng.random() < 0.5, lengths=lengths, dtype=torch.float32,
+                noncontiguous=rng.random() < 0.2)
+    args.update(kw)
+    return Case(cell, **args)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_level_matches_reference(level, cell):
+    seed = _fresh_seed()
+    rng = random.Random(seed)
+    torch.manual_seed(seed)
+    for _ in range(10):
+        _check(_case(cell, rng), seed)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_level_edges(level, cell):
+    seed = _fresh_seed()
+    rng = random.Random(seed)
+    torch.manual_seed(seed)
+    cases = [
+        _case(cell, rng, B=1, H=130, T=4),  # B = 1, several blocks, a tail
+        _case(cell, rng, B=13, H=47, T=5, reverse=True,
+              lengths=torch.tensor([5, 0, 3, 5, 1, 2, 4, 5, 0, 1, 5, 3, 2])),
+        _case(cell, rng, B=0, H=9, T=3),
+        _case(cell, rng, B=3, H=20, T=3, lengths=torch.zeros(3, dtype=torch.int64)),
+        # The input projection runs in chunks of ceil(512 / B) steps: several
+        # chunks (the last one short), both directions, with lengths.
+        _case(cell, rng, B=40, H=21, T=30, I=37, reverse=False),
+        _case(cell, rng, B=40, H=21, T=30, I=37, reverse=True,
+              lengths=torch.randint(0, 31, (40,))),
+    ]
+    if cell == "lstm":  # the projection keeps the portable path
+        cases.append(_case(cell, rng, B=5, H=19, P=7, T=4, reverse=True))
+    for case in cases:
+        _check(case, seed)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_half_precision_runs_in_float(level, cell):
+    seed = _fresh_seed()
+    rng = random.Random(seed)
+    torch.manual_seed(seed)
+    case = _case(cell, rng, B=3, H=21, T=4, dtype=torch.bfloat16)
+    with torch.no_grad():
+        got = case.op(*case.args())
+        want = case.reference(*_double(case.args()))
+    for g, w in zip(got, want):
+        assert g.dtype == torch.bfloat16
+        torch.testing.assert_close(g.double(), w, atol=3e-2, rtol=3e-2)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_results_do_not_depend_on_thread_count(level, cell):
+    if level == "generic":
+        pytest.skip("the portable path's ATen GEMMs may split their sums by thread")
+    seed = _fresh_seed()
+    rng = random.Random(seed)
+    torch.manual_seed(seed)
+    # Big enough for the step loop to use two workers (fast_path.h's rule).
+    case = _case(cell, rng, B=9, H=150, T=4, lengths=torch.tensor([4, 2, 4, 0, 3, 4, 1, 4, 4]))
+    before = torch.get_num_threads()
+    results = []
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            with torch.no_grad():
+                out = case.op(*case.args())
+                grads = case.backward_op(*case.backward_args(
+                    tuple(torch.ones_like(o) for o in out[:3 if cell == "lstm" else 2]), out))
+            results.append(list(out) + list(grads))
+    finally:
+        torch.set_num_threads(before)
+    for a, b in zip(*results):
+        assert torch.equal(a, b), case.describe(seed)
+
+
+def test_bad_isa_value_raises(monkeypatch):
+    monkeypatch.setenv("RNNKIT_CPU_ISA", "sse9")
+    case = Case("gru", T=2, B=1, I=2, H=3, dtype=torch.float32)
+    with pytest.raises(RuntimeError, match="RNNKIT_CPU_ISA"):
+        case.op(*case.args())
+
+
+def test_default_is_the_widest_level(monkeypatch):
+    monkeypatch.delenv("RNNKIT_CPU_ISA", raising=False)
+    default = _isa_now()
+    widest = "generic"
+    for name in reversed(LEVELS):
+        monkeypatch.setenv("RNNKIT_CPU_ISA", name)
+        if _isa_now() == name:
+            widest = name
+    assert default == widest
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_strided_output_gradients(level, cell):
+    """Expanded (stride 0), permuted and strided-along-H gradients of the output,
+    which the fast path reads in place or copies."""
+    seed = _fresh_seed()
+    rng = random.Random(seed)
+    torch.manual_seed(seed)
+    case = _case(cell, rng, B=5, H=19, T=4)
+    T, B, H = 4, 5, 19
+    with torch.no_grad():
+        out = case.op(*case.args())
+    rest = [torch.randn_like(o) for o in out[1:3 if cell == "lstm" else 2]]
+    grads = [
+        torch.ones(()).expand(T, B, H),
+        torch.randn(B, T, H).transpose(0, 1),
+        torch.randn(T, B, 2 * H)[:, :, ::2],
+        torch.randn(T, 1, H).expand(T, B, H),
+    ]
+    for g in grads:
+        with torch.no_grad():
+            got = case.backward_op(*case.backward_args((g, *rest), out))
+            want = case.backward_op(*case.backward_args((g.contiguous(), *rest), out))
+        for a, b in zip(got, want):
+            assert torch.equal(a, b), f"{case.describe(seed)} grad strides {g.stride()}"

@@ -7,7 +7,8 @@
 #
 # Python itself is not instrumented, so the ASan runtime has to be preloaded, and
 # leak detection is off (the interpreter's own allocations at exit would drown
-# any report). Any ASan or UBSan finding aborts the run with a non-zero status.
+# any report). Any ASan or UBSan finding aborts the run with a non-zero status;
+# pytest captures at the Python level only, so the report reaches the terminal.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -47,4 +48,4 @@ LD_PRELOAD="$ASAN_LIB $UBSAN_LIB" \
 ASAN_OPTIONS="detect_leaks=0:abort_on_error=1:halt_on_error=1" \
 UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1" \
 PYTHONPATH="$WORK" \
-  "$PYTHON" -m pytest -q -p no:cacheprovider tests/test_cpu_kernels.py "$@"
+  "$PYTHON" -m pytest -q -p no:cacheprovider --capture=sys tests/test_cpu_kernels.py "$@"

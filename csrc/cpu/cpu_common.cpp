@@ -48,6 +48,7 @@ at::Tensor previous_hidden(const at::Tensor& output, const at::Tensor& h0,
                            const std::vector<int64_t>& lengths, bool reverse) {
   const int64_t T = output.size(0), B = output.size(1), P = output.size(2);
   at::Tensor prev = at::empty({T, B, P}, output.options());
+  if (prev.numel() == 0) return prev;  // and no null pointers into memcpy below
   const auto* out = static_cast<const char*>(output.const_data_ptr());
   const auto* init = static_cast<const char*>(h0.const_data_ptr());
   auto* dst = static_cast<char*>(prev.mutable_data_ptr());

@@ -69,6 +69,7 @@ at::Tensor hidden_weight_grad(const at::Tensor& dg, const at::Tensor& output, co
 template <typename RowsFn>
 at::Tensor input_grad_over(const at::Tensor& buf, int64_t I, const RowsFn& rows_fn) {
   const int64_t R = buf.size(0), L = buf.size(1);
+  if (I == 0) return at::empty({R, 0}, buf.options());  // an input of no features
   // Blocks of about 64K floats, at least 32 rows (for the GEMMs).
   const int64_t chunk = std::max<int64_t>(32, (int64_t{1} << 16) / std::max<int64_t>({1, L, I}));
   if (I > L) {

@@ -158,7 +158,7 @@ void lstm_forward(const Kernels& k, int64_t T, int64_t B, int64_t H, bool revers
     step.gx_t0 = in.first_t(s);
     k.lstm_forward(step, step_of(T, reverse, s), state[s & 1], state[(s + 1) & 1], jb);
   });
-  if (T & 1) std::memcpy(h, state[1], sizeof(float) * B * H);
+  if ((T & 1) && B * H > 0) std::memcpy(h, state[1], sizeof(float) * B * H);
 }
 
 void gru_forward(const Kernels& k, int64_t T, int64_t B, int64_t H, bool reverse,
@@ -184,7 +184,7 @@ void gru_forward(const Kernels& k, int64_t T, int64_t B, int64_t H, bool reverse
     step.gx_t0 = in.first_t(s);
     k.gru_forward(step, step_of(T, reverse, s), state[s & 1], state[(s + 1) & 1], jb);
   });
-  if (T & 1) std::memcpy(h, state[1], sizeof(float) * B * H);
+  if ((T & 1) && B * H > 0) std::memcpy(h, state[1], sizeof(float) * B * H);
 }
 
 void rnn_forward(const Kernels& k, int64_t T, int64_t B, int64_t H, bool reverse, bool relu,
@@ -209,7 +209,7 @@ void rnn_forward(const Kernels& k, int64_t T, int64_t B, int64_t H, bool reverse
     step.gx_t0 = in.first_t(s);
     k.rnn_forward(step, step_of(T, reverse, s), state[s & 1], state[(s + 1) & 1], jb);
   });
-  if (T & 1) std::memcpy(h, state[1], sizeof(float) * B * H);
+  if ((T & 1) && B * H > 0) std::memcpy(h, state[1], sizeof(float) * B * H);
 }
 
 // ---------------------------------------------------------------- backward

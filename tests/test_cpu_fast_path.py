@@ -94,6 +94,8 @@ def test_level_edges(level, cell):
         _case(cell, rng, B=13, H=47, T=5, reverse=True,
               lengths=torch.tensor([5, 0, 3, 5, 1, 2, 4, 5, 0, 1, 5, 3, 2])),
         _case(cell, rng, B=0, H=9, T=3),
+        _case(cell, rng, B=4, H=0, T=3),  # torch.nn's cells allow hidden_size=0
+        _case(cell, rng, B=4, H=9, T=3, I=0),  # no input features: only the recurrence
         _case(cell, rng, B=3, H=20, T=3, lengths=torch.zeros(3, dtype=torch.int64)),
         # The input projection runs in chunks of ceil(512 / B) steps: several
         # chunks (the last one short), both directions, with lengths.
@@ -188,3 +190,19 @@ def test_strided_output_gradients(level, cell):
             want = case.backward_op(*case.backward_args((g.contiguous(), *rest), out))
         for a, b in zip(got, want):
             assert torch.equal(a, b), f"{case.describe(seed)} grad strides {g.stride()}"
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_nan_propagates_like_the_reference(level, cell):
+    """A NaN in the input makes the same outputs NaN as in the reference (the vector
+    exp, sigmoid, tanh and relu must not clamp it into a finite number)."""
+    seed = _fresh_seed()
+    torch.manual_seed(seed)
+    case = Case(cell, T=4, B=3, I=5, H=19, dtype=torch.float32)
+    case.input[1, 1, 2] = float("nan")
+    with torch.no_grad():
+        got = case.op(*case.args())
+        want = case.reference(*case.args())
+    assert want[0].isnan().any()  # the NaN reaches the output: the test can fail
+    for k, (g, w) in enumerate(zip(got, want)):
+        assert torch.equal(g.isnan(), w.isnan()), f"{case.describe(seed)} output {k}"

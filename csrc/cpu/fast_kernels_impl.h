@@ -24,9 +24,11 @@ RNNKIT_TARGET static inline int valid(int64_t H, int64_t j) {
 
 // e^x: x = n ln2 + r with |r| <= ln2/2, e^r by its Taylor series to degree 7
 // (relative error below 1e-8 on that interval), then scaled by 2^n. x is clamped
-// so that the result stays a normal float.
+// so that the result stays a normal float. x goes second into vmin/vmax: they
+// return their second operand when either is NaN, so a NaN passes through (as
+// torch.nn's results would carry it) instead of becoming a bound.
 RNNKIT_TARGET static inline Vec vexp(Vec x) {
-  x = vmin(vmax(x, vset(-87.0f)), vset(88.0f));
+  x = vmin(vset(88.0f), vmax(vset(-87.0f), x));
   const Vec n = vround(vmul(x, vset(1.44269504088896341f)));
   Vec r = vfnmadd(n, vset(0.693359375f), x);  // ln2 split in a short head
   r = vfnmadd(n, vset(-2.12194440e-4f), r);   // and the rest
@@ -229,7 +231,7 @@ RNNKIT_TARGET void rnn_forward(const RnnForwardArgs& a, int64_t t, const float* 
           continue;
         }
         const Vec pre = vadd(vld(tile + i * NV * W + v * W), vldn(a.gx + ((t - a.gx_t0) * B + b) * H + j, n));
-        const Vec h = a.relu ? vmax(pre, vzero()) : vtanh(pre);
+        const Vec h = a.relu ? vmax(vzero(), pre) : vtanh(pre);  // NaN stays NaN (see vexp)
         vstn(out, h, n);
         vstn(h_next + b * H + j, h, n);
       }

@@ -17,7 +17,7 @@ struct VecMath {
   using Vec = at::vec::Vectorized<T>;
   static Vec exp(Vec x) { return x.exp(); }
   static Vec tanh(Vec x) { return x.tanh(); }
-  static Vec relu(Vec x) { return at::vec::clamp_min(x, Vec(T(0))); }
+  static Vec relu(Vec x) { return at::vec::maximum(x, Vec(T(0))); }  // NaN comes through
   static Vec positive(Vec y) { return Vec::blendv(Vec(T(0)), Vec(T(1)), y > Vec(T(0))); }
 };
 

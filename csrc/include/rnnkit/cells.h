@@ -34,7 +34,8 @@ struct ScalarMath {
     using std::tanh;
     return tanh(x);
   }
-  static RNNKIT_HOST_DEVICE V relu(V x) { return x > V(0) ? x : V(0); }
+  // Written so that a NaN comes through, as torch.relu lets it.
+  static RNNKIT_HOST_DEVICE V relu(V x) { return x < V(0) ? V(0) : x; }
   // 1 where y > 0, else 0: the derivative of relu read off its output.
   static RNNKIT_HOST_DEVICE V positive(V y) { return y > V(0) ? V(1) : V(0); }
 };

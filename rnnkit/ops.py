@@ -333,6 +333,12 @@ def _make_backward(cell: str):
                     found_grads = backward_op(*op_args)
             # The gradient of an absent optional argument comes back empty.
             found_grads = [None if x is None else g for g, x in zip(found_grads, differentiable)]
+            dx = found_grads[0]
+            if (dx is not None and args[0].is_leaf
+                    and dx.untyped_storage().nbytes() > 2 * dx.nbytes):
+                # The CPU kernels write dx over their larger gate-gradient buffer; as a
+                # leaf's .grad it would keep all of that alive.
+                found_grads[0] = dx.clone()
         return (found_grads[0], None, *found_grads[1:]) + (None,) * len(ctx.flags)
 
     return backward

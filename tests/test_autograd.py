@@ -182,3 +182,13 @@ def test_non_contiguous_input_states_and_weights_match_torch(name):
         return call(module, *[_non_contiguous(t) for t in tensors])
 
     assert_matches_torch(ref, ours, leaves, fn=run_non_contiguous)
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_input_grad_holds_only_its_own_memory(name):
+    """x.grad of a leaf input owns just its elements, not a larger scratch buffer of
+    the kernels (which would stay alive with it)."""
+    module = getattr(rnnkit, name)(3, 64)
+    x = torch.randn(7, 5, 3, requires_grad=True)
+    module(x)[0].sum().backward()
+    assert x.grad.untyped_storage().nbytes() == x.grad.nbytes

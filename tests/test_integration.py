@@ -163,7 +163,8 @@ AUTOCAST_MODULES = [
     ("LSTM", dict(num_layers=2, bidirectional=True), "LSTM-2layer-bidir"),
     ("LSTM", dict(proj_size=3), "LSTM-proj"),
     ("GRU", dict(num_layers=2), "GRU-2layer"),
-    ("RNN", dict(nonlinearity="relu"), "RNN-relu"),
+    # tanh: relu's kink at 0 makes bfloat16 gradients flip (rounding moves inputs across it).
+    ("RNN", {}, "RNN-tanh"),
     ("RNNCell", {}, "RNNCell"),
     ("GRUCell", {}, "GRUCell"),
     ("LSTMCell", {}, "LSTMCell"),

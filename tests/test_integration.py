@@ -149,7 +149,7 @@ def test_compile_with_graph_breaks_matches_eager(name):
 
 
 # ---------------------------------------------------------------------------
-# torch.autocast on CPU with bfloat16: rnnkit must give what torch.nn gives.
+# torch.autocast (CPU bfloat16; CUDA float16 and bfloat16): rnnkit must give what torch.nn gives.
 
 # torch.nn's output dtypes under CPU autocast are not one rule but the result of
 # where type promotion happens in each of its implementations: LSTM without
@@ -199,35 +199,14 @@ def _autocast_inputs(module, x_dtype, state_dtype):
     return x.to(x_dtype), h.to(state_dtype)
 
 
-@pytest.mark.parametrize("name,kwargs,x_dtype,state_dtype", list(_autocast_cases()))
-def test_autocast_bfloat16_matches_torch(name, kwargs, x_dtype, state_dtype):
-    reference = getattr(nn, name)(4, 6, **kwargs)
-    ours = getattr(rnnkit, name)(4, 6, **kwargs)
-    ours.load_state_dict(reference.state_dict())
-    x, hx = _autocast_inputs(reference, x_dtype, state_dtype)
-    results = []
-    for module in (reference, ours):
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            out = _flat(module(x, hx))
-        sum(o.float().sum() for o in out).backward()
-        results.append((out, [p.grad for p in module.parameters()]))
-    (ref_out, ref_grads), (our_out, our_grads) = results
-    assert [o.dtype for o in our_out] == [o.dtype for o in ref_out]
-    # torch computes part of the step in bfloat16, so results agree to bfloat16's precision.
-    for got, want in zip(our_out, ref_out):
-        torch.testing.assert_close(got.float(), want.float(), rtol=5e-2, atol=5e-2)
-    # Parameters stay float32 and so do their gradients.
-    assert [g.dtype for g in our_grads] == [g.dtype for g in ref_grads]
-    for got, want in zip(our_grads, ref_grads):
-        torch.testing.assert_close(got, want, rtol=1e-1, atol=1e-1)
+AUTOCASTS = [pytest.param("cpu", torch.bfloat16, id="cpu-bf16"),
+             pytest.param("cuda", torch.float16, id="cuda-fp16", marks=ON_CUDA),
+             pytest.param("cuda", torch.bfloat16, id="cuda-bf16", marks=ON_CUDA)]
 
 
-@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
+@pytest.mark.parametrize("device,dtype", AUTOCASTS)
 @pytest.mark.parametrize("name,kwargs,x_dtype,state_dtype", list(_autocast_cases()))
-@pytest.mark.parametrize("device", [pytest.param("cuda", marks=ON_CUDA)])
-def test_autocast_cuda_matches_torch(name, kwargs, x_dtype, state_dtype, dtype, device):
-    """On CUDA torch.nn's recurrent modules run in the autocast dtype (cuDNN's and the
-    fused cells' kernels are on autocast's lower-precision list)."""
+def test_autocast_matches_torch(name, kwargs, x_dtype, state_dtype, device, dtype):
     reference = getattr(nn, name)(4, 6, **kwargs).to(device)
     ours = getattr(rnnkit, name)(4, 6, **kwargs).to(device)
     ours.load_state_dict(reference.state_dict())
@@ -237,15 +216,16 @@ def test_autocast_cuda_matches_torch(name, kwargs, x_dtype, state_dtype, dtype, 
                                   else tuple(h.to(device) for h in hx))
     results = []
     for module in (reference, ours):
-        with torch.autocast("cuda", dtype=dtype):
+        with torch.autocast(device, dtype=dtype):
             out = _flat(module(x, hx))
         sum(o.float().sum() for o in out).backward()
         results.append((out, [p.grad for p in module.parameters()]))
     (ref_out, ref_grads), (our_out, our_grads) = results
     assert [o.dtype for o in our_out] == [o.dtype for o in ref_out]
-    # As on the CPU: both sides round in the low dtype, in different places.
+    # torch computes part of the step in the low dtype, so results agree to its precision.
     for got, want in zip(our_out, ref_out):
         torch.testing.assert_close(got.float(), want.float(), rtol=5e-2, atol=5e-2)
+    # Parameters stay float32 and so do their gradients.
     assert [g.dtype for g in our_grads] == [g.dtype for g in ref_grads]
     for got, want in zip(our_grads, ref_grads):
         torch.testing.assert_close(got, want, rtol=1e-1, atol=1e-1)

@@ -134,82 +134,61 @@ struct InputChunks {
   }
 };
 
+// The forward of one layer direction for every cell: packs W_hh and W_ih (`gates`
+// gates side by side, blocks of U units), projects the input chunk by chunk inside
+// the step loop, and alternates the running state between h and a scratch buffer,
+// leaving h_n in h. `a` carries the cell's own arguments; packed, gx and gx_t0 are
+// filled in here, and kernel(args, t, h_prev, h_next, block) runs one step.
+template <typename Args, typename Kernel>
+void run_forward(const Kernels& k, int64_t T, int64_t B, int64_t H, int64_t gates, int64_t U,
+                 bool reverse, const float* x, int64_t I, const float* w_ih, const float* bias,
+                 const float* w_hh, float* h, Args a, Kernel kernel) {
+  const int64_t blocks = ceil_div(H, U);
+  const at::Tensor packed = pack_panels(w_hh, gates, H, H, H * H, H, 1, U);
+  const at::Tensor packed_ih = pack_panels(w_ih, gates, H, I, H * I, I, 1, U);
+  const int64_t C = InputChunks::steps_per_chunk(T, B);
+  const at::Tensor chunk = empty_floats(std::max<int64_t>(1, C * B * gates * H));
+  const InputChunks in{T, B, C, reverse,
+                       ProjectionArgs{gates * H, I, H, static_cast<int>(gates),
+                                      packed_ih.const_data_ptr<float>(), x, bias,
+                                      chunk.mutable_data_ptr<float>()}};
+  const at::Tensor other = empty_floats(std::max<int64_t>(1, B * H));
+  float* state[2] = {h, other.mutable_data_ptr<float>()};
+  a.packed = packed.const_data_ptr<float>();
+  a.gx = chunk.const_data_ptr<float>();
+  run_iterations(T, workers_for(blocks, B * gates * H * H), blocks, [&](int64_t s, int64_t jb) {
+    in.project(k, s, jb);
+    Args step = a;
+    step.gx_t0 = in.first_t(s);
+    kernel(step, step_of(T, reverse, s), state[s & 1], state[(s + 1) & 1], jb);
+  });
+  if ((T & 1) && B * H > 0) std::memcpy(h, state[1], sizeof(float) * B * H);
+}
+
 }  // namespace
 
 void lstm_forward(const Kernels& k, int64_t T, int64_t B, int64_t H, bool reverse,
                   const int64_t* len, const float* x, int64_t I, const float* w_ih,
                   const float* bias, const float* w_hh, float* h, float* c, float* out,
                   float* reserve) {
-  const int64_t blocks = ceil_div(H, k.width);
-  const at::Tensor packed = pack_panels(w_hh, 4, H, H, H * H, H, 1, k.width);
-  const at::Tensor packed_ih = pack_panels(w_ih, 4, H, I, H * I, I, 1, k.width);
-  const int64_t C = InputChunks::steps_per_chunk(T, B);
-  const at::Tensor chunk = empty_floats(std::max<int64_t>(1, C * B * 4 * H));
-  const InputChunks in{T, B, C, reverse,
-                       ProjectionArgs{4 * H, I, H, 4, packed_ih.const_data_ptr<float>(), x, bias,
-                                      chunk.mutable_data_ptr<float>()}};
-  const at::Tensor other = empty_floats(std::max<int64_t>(1, B * H));
-  float* state[2] = {h, other.mutable_data_ptr<float>()};
-  const LstmForwardArgs a{B, H, packed.const_data_ptr<float>(), chunk.const_data_ptr<float>(),
-                          0, len, c, out, reserve};
-  run_iterations(T, workers_for(blocks, B * 4 * H * H), blocks, [&](int64_t s, int64_t jb) {
-    in.project(k, s, jb);
-    LstmForwardArgs step = a;
-    step.gx_t0 = in.first_t(s);
-    k.lstm_forward(step, step_of(T, reverse, s), state[s & 1], state[(s + 1) & 1], jb);
-  });
-  if ((T & 1) && B * H > 0) std::memcpy(h, state[1], sizeof(float) * B * H);
+  run_forward(k, T, B, H, 4, k.width, reverse, x, I, w_ih, bias, w_hh, h,
+              LstmForwardArgs{B, H, nullptr, nullptr, 0, len, c, out, reserve}, k.lstm_forward);
 }
 
 void gru_forward(const Kernels& k, int64_t T, int64_t B, int64_t H, bool reverse,
                  const int64_t* len, const float* x, int64_t I, const float* w_ih,
                  const float* bias, const float* w_hh, const float* b_hn, float* h, float* out,
                  float* reserve) {
-  const int64_t blocks = ceil_div(H, k.width);
-  const at::Tensor packed = pack_panels(w_hh, 3, H, H, H * H, H, 1, k.width);
-  const at::Tensor packed_ih = pack_panels(w_ih, 3, H, I, H * I, I, 1, k.width);
-  const int64_t C = InputChunks::steps_per_chunk(T, B);
-  const at::Tensor chunk = empty_floats(std::max<int64_t>(1, C * B * 3 * H));
-  const InputChunks in{T, B, C, reverse,
-                       ProjectionArgs{3 * H, I, H, 3, packed_ih.const_data_ptr<float>(), x, bias,
-                                      chunk.mutable_data_ptr<float>()}};
-  const at::Tensor other = empty_floats(std::max<int64_t>(1, B * H));
-  float* state[2] = {h, other.mutable_data_ptr<float>()};
-  const GruForwardArgs a{B,   H,   packed.const_data_ptr<float>(), chunk.const_data_ptr<float>(),
-                         0,   b_hn, len,                           out,
-                         reserve};
-  run_iterations(T, workers_for(blocks, B * 3 * H * H), blocks, [&](int64_t s, int64_t jb) {
-    in.project(k, s, jb);
-    GruForwardArgs step = a;
-    step.gx_t0 = in.first_t(s);
-    k.gru_forward(step, step_of(T, reverse, s), state[s & 1], state[(s + 1) & 1], jb);
-  });
-  if ((T & 1) && B * H > 0) std::memcpy(h, state[1], sizeof(float) * B * H);
+  run_forward(k, T, B, H, 3, k.width, reverse, x, I, w_ih, bias, w_hh, h,
+              GruForwardArgs{B, H, nullptr, nullptr, 0, b_hn, len, out, reserve}, k.gru_forward);
 }
 
 void rnn_forward(const Kernels& k, int64_t T, int64_t B, int64_t H, bool reverse, bool relu,
                  const int64_t* len, const float* x, int64_t I, const float* w_ih,
                  const float* bias, const float* w_hh, float* h, float* out) {
-  const int64_t U = kPlainVectors * k.width;
-  const int64_t blocks = ceil_div(H, U);
-  const at::Tensor packed = pack_panels(w_hh, 1, H, H, 0, H, 1, U);
-  const at::Tensor packed_ih = pack_panels(w_ih, 1, H, I, 0, I, 1, U);
-  const int64_t C = InputChunks::steps_per_chunk(T, B);
-  const at::Tensor chunk = empty_floats(std::max<int64_t>(1, C * B * H));
-  const InputChunks in{T, B, C, reverse,
-                       ProjectionArgs{H, I, H, 1, packed_ih.const_data_ptr<float>(), x, bias,
-                                      chunk.mutable_data_ptr<float>()}};
-  const at::Tensor other = empty_floats(std::max<int64_t>(1, B * H));
-  float* state[2] = {h, other.mutable_data_ptr<float>()};
-  const RnnForwardArgs a{B, H, relu, packed.const_data_ptr<float>(), chunk.const_data_ptr<float>(),
-                         0, len, out};
-  run_iterations(T, workers_for(blocks, B * H * H), blocks, [&](int64_t s, int64_t jb) {
-    in.project(k, s, jb);
-    RnnForwardArgs step = a;
-    step.gx_t0 = in.first_t(s);
-    k.rnn_forward(step, step_of(T, reverse, s), state[s & 1], state[(s + 1) & 1], jb);
-  });
-  if ((T & 1) && B * H > 0) std::memcpy(h, state[1], sizeof(float) * B * H);
+  // Plain panels: blocks of kPlainVectors vectors of units.
+  run_forward(k, T, B, H, 1, kPlainVectors * k.width, reverse, x, I, w_ih, bias, w_hh, h,
+              RnnForwardArgs{B, H, relu, nullptr, nullptr, 0, len, out}, k.rnn_forward);
 }
 
 // ---------------------------------------------------------------- backward

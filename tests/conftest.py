@@ -30,8 +30,28 @@ def pytest_collection_modifyitems(config, items):
             raise pytest.UsageError("RNNKIT_EXPECT_CUDA=1 but torch sees no CUDA device")
 
 
+def _machine_lines():
+    """The machine a run ran on, so that a red run names it."""
+    import platform
+    import sys
+
+    from rnnkit import _extension
+    lines = [f"python {sys.version.split()[0]}, torch {torch.__version__}, "
+             f"{torch.get_num_threads()} threads, {platform.machine()}"]
+    cpu = torch.backends.cpu.get_cpu_capability()
+    bf16 = torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    lines.append(f"torch CPU capability {cpu}; oneDNN bfloat16 {'yes' if bf16 else 'no'}; "
+                 f"ONEDNN_MAX_CPU_ISA={os.environ.get('ONEDNN_MAX_CPU_ISA', 'unset')}")
+    if _extension.loaded():
+        lines.append(f"rnnkit CPU kernels: {torch.ops.rnnkit._cpu_isa()} "
+                     f"(RNNKIT_CPU_ISA={os.environ.get('RNNKIT_CPU_ISA', 'unset')})")
+    else:
+        lines.append(f"rnnkit._C not loaded: {_extension.LOAD_ERROR}")
+    return lines
+
+
 def pytest_report_header(config):
-    return f"rnnkit parity tests: RNNKIT_TEST_SEED={_BASE_SEED}"
+    return [f"rnnkit parity tests: RNNKIT_TEST_SEED={_BASE_SEED}", *_machine_lines()]
 
 
 @pytest.fixture(autouse=True)

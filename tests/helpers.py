@@ -172,3 +172,76 @@ def assert_same_error(ref_fn, our_fn):
     assert type(actual) is type(expected), f"{actual!r} vs torch's {expected!r}"
     assert str(actual) == str(expected)
     return actual
+
+
+# ---------------------------------------------------------------------------
+# CPU autocast: rnnkit's rule, and a reference for it that does not depend on the CPU.
+#
+# torch.nn's own CPU autocast results depend on the machine: its LSTM runs oneDNN's bfloat16
+# primitive where the CPU has AVX-512 BF16 and raises ("could not create a primitive
+# descriptor") or falls back to float32 outputs elsewhere. rnnkit follows one rule on every
+# CPU, the one torch.nn follows where its bfloat16 path works (README, "Autocast"):
+#   RNN, RNNCell, LSTM: every output in the autocast dtype, except the c_n of an LSTM with a
+#     projection, which keeps c0's dtype;
+#   GRU, GRUCell, LSTMCell: every output in promote(autocast dtype, dtype of h0).
+# The values are checked against torch.nn run outside autocast, in float32, on the inputs,
+# states and weights rounded to the dtype the rule computes in.
+
+_AUTOCAST_KEEPS_STATE_DTYPE = ("GRU", "GRUCell", "LSTMCell")
+
+
+def cpu_autocast_compute_dtype(name: str, low: torch.dtype, h_dtype: torch.dtype) -> torch.dtype:
+    """The dtype rnnkit's `name` computes in under CPU autocast to `low`, h0 being h_dtype."""
+    return torch.promote_types(low, h_dtype) if name in _AUTOCAST_KEEPS_STATE_DTYPE else low
+
+
+def cpu_autocast_output_dtypes(name, module, low, x_dtype, states) -> list[torch.dtype]:
+    """The flat output dtypes of module(x, states) under CPU autocast to `low` (the rule)."""
+    h_dtype = states[0].dtype if states else x_dtype
+    compute = cpu_autocast_compute_dtype(name, low, h_dtype)
+    if isinstance(module, nn.RNNCellBase):
+        return [compute] * num_states(module)
+    if num_states(module) == 1:
+        return [compute, compute]  # output, h_n
+    c_dtype = states[1].dtype if states else x_dtype
+    return [compute, compute, c_dtype if module.proj_size > 0 else compute]
+
+
+def cpu_autocast_reference(name, module, low, x, states):
+    """(float32 copy of the torch.nn `module` holding its weights rounded to the dtype the rule
+    computes in, the rounded float32 input, the rounded float32 states): run it outside
+    autocast and its outputs are what rnnkit's should be, to the low dtype's precision."""
+    h_dtype = states[0].dtype if states else x.dtype
+    compute = cpu_autocast_compute_dtype(name, low, h_dtype)
+
+    def rounded(t):
+        return t.detach().to(compute).float()
+
+    reference = getattr(nn, name)(module.input_size, module.hidden_size,
+                                  **_constructor_kwargs(module))
+    with torch.no_grad():
+        for (_, mine), (_, theirs) in zip(reference.named_parameters(), module.named_parameters(),
+                                          strict=True):
+            mine.copy_(rounded(theirs))
+    return reference, rounded(x), [rounded(s) for s in states]
+
+
+def _constructor_kwargs(module) -> dict:
+    kwargs = dict(bias=module.bias)
+    if isinstance(module, nn.RNNCellBase):
+        if hasattr(module, "nonlinearity"):
+            kwargs["nonlinearity"] = module.nonlinearity
+        return kwargs
+    kwargs.update(num_layers=module.num_layers, batch_first=module.batch_first,
+                  bidirectional=module.bidirectional)
+    if module.mode.startswith("RNN_"):
+        kwargs["nonlinearity"] = module.nonlinearity
+    if module.mode == "LSTM":
+        kwargs["proj_size"] = module.proj_size
+    return kwargs
+
+
+def torch_bf16_autocast_is_native() -> bool:
+    """Whether torch.nn's CPU bfloat16 path (oneDNN's) works on this machine, so that torch.nn
+    itself follows the rule above and can be compared with directly as well."""
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())

@@ -32,6 +32,35 @@ void check_like_input(const char* op, const char* name, const at::Tensor& t,
               " on the input's device ", input.device(), ", got ", t.device());
 }
 
+// The input: defined, on a `device_type` device, `dim`-D (`layout` names it), of a
+// floating dtype the kernels compute in.
+void check_input(const char* op, c10::DeviceType device_type, const at::Tensor& input,
+                 int64_t dim, const char* layout) {
+  TORCH_CHECK(input.defined(), "rnnkit::", op, ": input is undefined");
+  TORCH_CHECK(input.device().type() == device_type, "rnnkit::", op, ": expected input on a ",
+              c10::DeviceTypeName(device_type, /*lower_case=*/true), " device, got ",
+              input.device());
+  TORCH_CHECK(input.dim() == dim, "rnnkit::", op, ": expected ", layout, ", got ", input.dim(),
+              "-D input of shape ", input.sizes());
+  const auto dtype = input.scalar_type();
+  TORCH_CHECK(dtype == at::kFloat || dtype == at::kDouble || dtype == at::kHalf ||
+                  dtype == at::kBFloat16,
+              "rnnkit::", op, ": input must be float32, float64, float16 or bfloat16, got ",
+              dtype);
+}
+
+// Both biases of shape [rows] or neither; returns whether they are given.
+bool check_biases(const char* op, const std::optional<at::Tensor>& b_ih,
+                  const std::optional<at::Tensor>& b_hh, int64_t rows, const at::Tensor& input) {
+  TORCH_CHECK(b_ih.has_value() == b_hh.has_value(), "rnnkit::", op,
+              ": b_ih and b_hh must be both given or both absent");
+  if (b_ih.has_value()) {
+    check_like_input(op, "b_ih", *b_ih, {rows}, input);
+    check_like_input(op, "b_hh", *b_hh, {rows}, input);
+  }
+  return b_ih.has_value();
+}
+
 }  // namespace
 
 LayerSizes check_layer_forward(
@@ -49,17 +78,7 @@ LayerSizes check_layer_forward(
     const char* op_name) {
   const char* op = op_name != nullptr ? op_name : cell_name(cell);
   const int64_t G = gate_count(cell);
-  TORCH_CHECK(input.defined(), "rnnkit::", op, ": input is undefined");
-  TORCH_CHECK(input.device().type() == device_type, "rnnkit::", op, ": expected input on a ",
-              c10::DeviceTypeName(device_type, /*lower_case=*/true), " device, got ",
-              input.device());
-  TORCH_CHECK(input.dim() == 3, "rnnkit::", op, ": expected time-major input [T, B, I], got ",
-              input.dim(), "-D input of shape ", input.sizes());
-  const auto dtype = input.scalar_type();
-  TORCH_CHECK(dtype == at::kFloat || dtype == at::kDouble || dtype == at::kHalf ||
-                  dtype == at::kBFloat16,
-              "rnnkit::", op, ": input must be float32, float64, float16 or bfloat16, got ",
-              dtype);
+  check_input(op, device_type, input, 3, "time-major input [T, B, I]");
   LayerSizes s;
   s.T = input.size(0);
   s.B = input.size(1);
@@ -89,13 +108,7 @@ LayerSizes check_layer_forward(
   if (s.has_proj) {
     check_like_input(op, "w_hr", *w_hr, {s.P, s.H}, input);
   }
-  TORCH_CHECK(b_ih.has_value() == b_hh.has_value(), "rnnkit::", op,
-              ": b_ih and b_hh must be both given or both absent");
-  s.has_bias = b_ih.has_value();
-  if (s.has_bias) {
-    check_like_input(op, "b_ih", *b_ih, {G * s.H}, input);
-    check_like_input(op, "b_hh", *b_hh, {G * s.H}, input);
-  }
+  s.has_bias = check_biases(op, b_ih, b_hh, G * s.H, input);
 
   if (lengths.has_value()) {
     const at::Tensor& len = *lengths;
@@ -141,6 +154,78 @@ void check_layer_backward(
   } else {
     check_like_input(op, "reserve", reserve, {s.T, s.B, width * s.H}, input);
   }
+}
+
+CellSizes check_cell_forward(
+    Cell cell,
+    c10::DeviceType device_type,
+    const at::Tensor& input,
+    const at::Tensor& hx,
+    const at::Tensor* cx,
+    const at::Tensor& w_ih,
+    const at::Tensor& w_hh,
+    const std::optional<at::Tensor>& b_ih,
+    const std::optional<at::Tensor>& b_hh,
+    const char* op) {
+  const int64_t G = gate_count(cell);
+  check_input(op, device_type, input, 2, "input [B, I]");
+  CellSizes s;
+  s.B = input.size(0);
+  s.I = input.size(1);
+  TORCH_CHECK(w_hh.defined(), "rnnkit::", op, ": w_hh is undefined");
+  // First torch.nn's own checks of a cell's arguments, with its messages (the modules
+  // leave them to the op, as torch.nn leaves them to ATen).
+  TORCH_CHECK(w_ih.defined() && w_ih.dim() == 2 && w_hh.dim() == 2, "rnnkit::", op,
+              ": expected 2-D weights");
+  TORCH_CHECK(input.size(1) == w_ih.size(1), "input has inconsistent input_size: got ",
+              input.size(1), " expected ", w_ih.size(1));
+  const int64_t hidden = w_hh.size(1);
+  for (const at::Tensor* state : {&hx, cx}) {
+    if (state == nullptr) continue;
+    const char* which = state == &hx ? "hidden0" : "hidden1";
+    TORCH_CHECK(state->defined() && state->dim() == 2, "rnnkit::", op, ": expected ", which,
+                " [B, H]");
+    TORCH_CHECK(input.size(0) == state->size(0), "Input batch size ", input.size(0),
+                " doesn't match ", which, " batch size ", state->size(0));
+    TORCH_CHECK(state->size(1) == hidden, which, " has inconsistent hidden_size: got ",
+                state->size(1), ", expected ", hidden);
+  }
+  for (const std::optional<at::Tensor>& w : {std::optional<at::Tensor>(w_ih),
+                                             std::optional<at::Tensor>(w_hh), b_ih, b_hh}) {
+    TORCH_CHECK(!w || w->device() == input.device(),
+                "Input and parameter tensors are not at the same device, found input tensor at ",
+                input.device(), " and parameter tensor at ", w->device());
+  }
+  for (const at::Tensor* state : {&hx, cx}) {
+    TORCH_CHECK(state == nullptr || state->device() == input.device(),
+                "Input and hidden tensors are not at the same device, found input tensor at ",
+                input.device(), " and hidden tensor at ", state->device());
+  }
+  TORCH_CHECK(w_hh.dim() == 2 && w_hh.size(0) % G == 0 && w_hh.size(1) * G == w_hh.size(0),
+              "rnnkit::", op, ": expected w_hh of shape [", G, "*H, H], got ", w_hh.sizes());
+  s.H = w_hh.size(1);
+  check_like_input(op, "w_hh", w_hh, {G * s.H, s.H}, input);
+  check_like_input(op, "w_ih", w_ih, {G * s.H, s.I}, input);
+  check_like_input(op, "hx", hx, {s.B, s.H}, input);
+  if (cell == Cell::LSTM) {
+    TORCH_CHECK(cx != nullptr, "rnnkit::", op, ": cx is required");
+    check_like_input(op, "cx", *cx, {s.B, s.H}, input);
+  }
+  s.has_bias = check_biases(op, b_ih, b_hh, G * s.H, input);
+  return s;
+}
+
+void check_cell_backward(Cell cell, const CellSizes& s, const at::Tensor& input,
+                         const at::Tensor& grad_h, const at::Tensor* grad_c,
+                         const at::Tensor& saved, const char* op) {
+  check_like_input(op, "grad_h", grad_h, {s.B, s.H}, input);
+  if (cell == Cell::LSTM) {
+    TORCH_CHECK(grad_c != nullptr, "rnnkit::", op, ": grad_c is required");
+    check_like_input(op, "grad_c", *grad_c, {s.B, s.H}, input);
+  }
+  const int64_t width = cell == Cell::LSTM ? 5 : (cell == Cell::GRU ? 4 : 1);
+  check_like_input(op, cell == Cell::RNN_TANH || cell == Cell::RNN_RELU ? "h" : "reserve", saved,
+                   {s.B, width * s.H}, input);
 }
 
 void check_lengths_values(const at::Tensor& lengths, int64_t T) {

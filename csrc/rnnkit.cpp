@@ -5,6 +5,17 @@
 //
 // One forward and one backward op per cell kind, each running one layer in one
 // direction over a whole sequence (see csrc/include/rnnkit/layer_contract.h).
+//
+// And one step of each cell, what RNNCell, GRUCell and LSTMCell run:
+//   {rnn,gru,lstm}_cell: input [B, I], hx [B, H] (cx [B, H]), w_ih [G*H, I],
+//     w_hh [G*H, H], biases [G*H] or absent -> the new state. Differentiable: its
+//     autograd (csrc/cell_autograd.cpp) runs {gru,lstm}_cell_forward, which also
+//     returns the reserve (GRU [B, 4H]: r, z, n, hn; LSTM [B, 5H]: i, f, g, o, c,
+//     in input's dtype), only when a backward can follow; RNN needs none (h' is
+//     enough).
+//   {rnn,gru,lstm}_cell_backward: the gradients of the step from those of the new
+//     state. output_mask = (input, states, weights) says which to compute; the
+//     others come back empty, as do bias gradients without biases.
 
 #include <Python.h>
 #include <torch/library.h>
@@ -61,4 +72,35 @@ TORCH_LIBRARY(rnnkit, m) {
       "Tensor? b_hh, Tensor? w_hr, bool reverse, Tensor output, Tensor reserve) "
       "-> (Tensor grad_input, Tensor grad_h0, Tensor grad_c0, Tensor grad_w_ih, "
       "Tensor grad_w_hh, Tensor grad_b_ih, Tensor grad_b_hh, Tensor grad_w_hr)");
+
+  m.def(
+      "rnn_cell(Tensor input, Tensor hx, Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? b_hh, "
+      "bool relu) -> Tensor");
+  m.def(
+      "rnn_cell_backward(Tensor grad_h, Tensor input, Tensor hx, Tensor w_ih, Tensor w_hh, "
+      "bool has_bias, bool relu, Tensor h, bool[3] output_mask) "
+      "-> (Tensor grad_input, Tensor grad_hx, Tensor grad_w_ih, Tensor grad_w_hh, "
+      "Tensor grad_b_ih, Tensor grad_b_hh)");
+  m.def(
+      "gru_cell(Tensor input, Tensor hx, Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? b_hh) "
+      "-> Tensor");
+  m.def(
+      "gru_cell_forward(Tensor input, Tensor hx, Tensor w_ih, Tensor w_hh, Tensor? b_ih, "
+      "Tensor? b_hh) -> (Tensor h, Tensor reserve)");
+  m.def(
+      "gru_cell_backward(Tensor grad_h, Tensor input, Tensor hx, Tensor w_ih, Tensor w_hh, "
+      "bool has_bias, Tensor reserve, bool[3] output_mask) "
+      "-> (Tensor grad_input, Tensor grad_hx, Tensor grad_w_ih, Tensor grad_w_hh, "
+      "Tensor grad_b_ih, Tensor grad_b_hh)");
+  m.def(
+      "lstm_cell(Tensor input, Tensor hx, Tensor cx, Tensor w_ih, Tensor w_hh, Tensor? b_ih, "
+      "Tensor? b_hh) -> (Tensor h, Tensor c)");
+  m.def(
+      "lstm_cell_forward(Tensor input, Tensor hx, Tensor cx, Tensor w_ih, Tensor w_hh, "
+      "Tensor? b_ih, Tensor? b_hh) -> (Tensor h, Tensor c, Tensor reserve)");
+  m.def(
+      "lstm_cell_backward(Tensor grad_h, Tensor grad_c, Tensor input, Tensor hx, Tensor cx, "
+      "Tensor w_ih, Tensor w_hh, bool has_bias, Tensor reserve, bool[3] output_mask) "
+      "-> (Tensor grad_input, Tensor grad_hx, Tensor grad_cx, Tensor grad_w_ih, "
+      "Tensor grad_w_hh, Tensor grad_b_ih, Tensor grad_b_hh)");
 }

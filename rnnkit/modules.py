@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
-from rnnkit import functional
+from rnnkit import functional, ops
 
 __all__ = ["RNNBase", "RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell"]
 
@@ -278,30 +278,18 @@ class LSTM(RNNBase):
 
 
 # ---------------------------------------------------------------------------
-# Cells: one step, run as a sequence of length 1.
-
-
-def _check_cell(input: Tensor, hx: Tensor, cell: nn.RNNCellBase, which: str) -> None:
-    # torch's own checks (ATen's check_rnn_cell_forward_input / _hidden).
-    if input.size(1) != cell.input_size:
-        raise RuntimeError(f"input has inconsistent input_size: got {input.size(1)} "
-                           f"expected {cell.input_size}")
-    if input.size(0) != hx.size(0):
-        raise RuntimeError(f"Input batch size {input.size(0)} doesn't match {which} batch size "
-                           f"{hx.size(0)}")
-    if hx.size(1) != cell.hidden_size:
-        raise RuntimeError(f"{which} has inconsistent hidden_size: got {hx.size(1)}, "
-                           f"expected {cell.hidden_size}")
-
-
-def _cell_weights(cell: nn.RNNCellBase):
-    return [w for w in (cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh)
-            if w is not None]
+# Cells: one step, one cell op (rnnkit.ops.rnn_cell / gru_cell / lstm_cell). A cell is
+# often stepped in a Python loop, so its forward does what torch.nn's does and no more:
+# the checks (with torch's messages), the batch dimension, and one call.
 
 
 def _cell_prepare(cell, name, input, hx, n_states):
-    if input.dim() not in (1, 2):
-        raise ValueError(f"{name}: Expected input to be 1D or 2D, got {input.dim()}D instead")
+    """Checks a cell's arguments as torch.nn does -> (input [B, I], states of [B, H],
+    [w_ih, w_hh, b_ih, b_hh] with None biases when bias=False, whether input was batched),
+    cast as torch.nn's cell computes under autocast."""
+    input_dim = input.dim()
+    if input_dim not in (1, 2):
+        raise ValueError(f"{name}: Expected input to be 1D or 2D, got {input_dim}D instead")
     if hx is not None:
         if n_states == 1:
             if hx.dim() not in (1, 2):
@@ -311,7 +299,6 @@ def _cell_prepare(cell, name, input, hx, n_states):
                 if value.dim() not in (1, 2):
                     raise ValueError(f"{name}: Expected hx[{idx}] to be 1D or 2D, got "
                                      f"{value.dim()}D instead")
-    input_dim = input.dim()
     is_batched = input_dim == 2
     if not is_batched:
         input = input.unsqueeze(0)
@@ -329,15 +316,14 @@ def _cell_prepare(cell, name, input, hx, n_states):
                                    f"got {s.dim()}-D")
         if not is_batched:
             states = tuple(s.unsqueeze(0) for s in states)
-    for i, s in enumerate(states):
-        _check_cell(input, s, cell, f"hidden{i}")
-    weights = _cell_weights(cell)
+    # The sizes are checked by the cell op, with torch's messages (rnnkit/ops.py).
+    weights = [cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh]
     _check_devices(input, weights, states)
-    cast = _autocast_dtype(input.device.type, name, states[0].dtype)
-    if cast is not None:
+    if torch.is_autocast_enabled(input.device.type):
+        cast = _autocast_dtype(input.device.type, name, states[0].dtype)
         input, states = input.to(cast), tuple(s.to(cast) for s in states)
-        weights = [w.to(cast) for w in weights]
-    return input.unsqueeze(0), tuple(s.unsqueeze(0) for s in states), weights, is_batched
+        weights = [None if w is None else w.to(cast) for w in weights]
+    return input, states, weights, is_batched
 
 
 class RNNCell(nn.RNNCellBase):
@@ -352,9 +338,8 @@ class RNNCell(nn.RNNCellBase):
         x, (h,), weights, is_batched = _cell_prepare(self, "RNNCell", input, hx, 1)
         if self.nonlinearity not in ("tanh", "relu"):
             raise RuntimeError(f"Unknown nonlinearity: {self.nonlinearity}")
-        _, h_n = functional.rnn(x, h, weights, bias=self.bias, nonlinearity=self.nonlinearity)
-        h_n = h_n[0]
-        return h_n if is_batched else h_n.squeeze(0)
+        h = ops.rnn_cell(x, h, *weights, self.nonlinearity == "relu")
+        return h if is_batched else h.squeeze(0)
 
 
 class GRUCell(nn.RNNCellBase):
@@ -366,9 +351,8 @@ class GRUCell(nn.RNNCellBase):
 
     def forward(self, input: Tensor, hx: Tensor | None = None) -> Tensor:
         x, (h,), weights, is_batched = _cell_prepare(self, "GRUCell", input, hx, 1)
-        _, h_n = functional.gru(x, h, weights, bias=self.bias)
-        h_n = h_n[0]
-        return h_n if is_batched else h_n.squeeze(0)
+        h = ops.gru_cell(x, h, *weights)
+        return h if is_batched else h.squeeze(0)
 
 
 class LSTMCell(nn.RNNCellBase):
@@ -379,9 +363,8 @@ class LSTMCell(nn.RNNCellBase):
         super().__init__(input_size, hidden_size, bias, num_chunks=4, device=device, dtype=dtype)
 
     def forward(self, input: Tensor, hx: tuple[Tensor, Tensor] | None = None):
-        x, states, weights, is_batched = _cell_prepare(self, "LSTMCell", input, hx, 2)
-        _, (h_n, c_n) = functional.lstm(x, states, weights, bias=self.bias)
-        h_n, c_n = h_n[0], c_n[0]
+        x, (h, c), weights, is_batched = _cell_prepare(self, "LSTMCell", input, hx, 2)
+        h, c = ops.lstm_cell(x, h, c, *weights)
         if not is_batched:
-            return h_n.squeeze(0), c_n.squeeze(0)
-        return h_n, c_n
+            return h.squeeze(0), c.squeeze(0)
+        return h, c

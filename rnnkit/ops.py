@@ -18,7 +18,8 @@ from torch import Tensor
 
 from rnnkit import _extension, reference
 
-__all__ = ["rnn_layer", "gru_layer", "lstm_layer", "kernel_policy", "record_paths"]
+__all__ = ["rnn_layer", "gru_layer", "lstm_layer", "rnn_cell", "gru_cell", "lstm_cell",
+           "kernel_policy", "enable_cuda_kernels", "record_paths"]
 
 # ---------------------------------------------------------------------------
 # Choosing a path
@@ -27,17 +28,28 @@ __all__ = ["rnn_layer", "gru_layer", "lstm_layer", "kernel_policy", "record_path
 # RNNKIT_CUDA_KERNELS=1 turns them on before that (the GPU test run does).
 _CUDA_KERNELS_VALIDATED = False
 
+# The environment is read once, here, at import (README, "Variables"): a call pays for
+# a dictionary look-up of its path, not for reading variables and the op registry.
+_FORCE_REFERENCE = os.environ.get("RNNKIT_KERNELS", "").lower() == "reference"
+_cuda_kernels_on = _CUDA_KERNELS_VALIDATED or os.environ.get("RNNKIT_CUDA_KERNELS") == "1"
+
+
+def enable_cuda_kernels(enabled: bool = True) -> None:
+    """Turns rnnkit's CUDA kernels on (or off) from now on, as RNNKIT_CUDA_KERNELS=1 at
+    import does: they are off by default until they have passed validation on a GPU."""
+    global _cuda_kernels_on
+    _cuda_kernels_on = enabled
+    _reasons.clear()
+
 
 def kernel_policy(device_type: str) -> str:
     """'compiled' or 'reference': what the ops will try for this device type.
 
-    RNNKIT_KERNELS=reference forces the reference everywhere.
+    RNNKIT_KERNELS=reference (at import) forces the reference everywhere.
     """
-    if os.environ.get("RNNKIT_KERNELS", "").lower() == "reference":
+    if _FORCE_REFERENCE:
         return "reference"
-    if device_type == "cuda" and not (
-        _CUDA_KERNELS_VALIDATED or os.environ.get("RNNKIT_CUDA_KERNELS") == "1"
-    ):
+    if device_type == "cuda" and not _cuda_kernels_on:
         return "reference"
     return "compiled"
 
@@ -60,10 +72,11 @@ def record_paths():
 def _fallback_reason(op: str, device_type: str) -> str | None:
     """None if the compiled op runs here, else why not."""
     if kernel_policy(device_type) == "reference":
-        if os.environ.get("RNNKIT_KERNELS", "").lower() == "reference":
+        if _FORCE_REFERENCE:
             return "RNNKIT_KERNELS=reference is set"
         return ("rnnkit's CUDA kernels have not yet passed validation on a GPU "
-                "(set RNNKIT_CUDA_KERNELS=1 to use them anyway)")
+                "(set RNNKIT_CUDA_KERNELS=1 or call rnnkit.ops.enable_cuda_kernels() to use "
+                "them anyway)")
     if not _extension.loaded():
         return f"the compiled extension rnnkit._C could not be loaded ({_extension.LOAD_ERROR})"
     if not _extension.has_kernel(op, device_type):
@@ -71,17 +84,30 @@ def _fallback_reason(op: str, device_type: str) -> str | None:
     return None
 
 
+# (op, device type) -> _fallback_reason: the path is decided once per op and device.
+_reasons: dict[tuple[str, str], str | None] = {}
+
+
+def _cached_reason(op: str, device_type: str) -> str | None:
+    key = (op, device_type)
+    try:
+        return _reasons[key]
+    except KeyError:
+        reason = _reasons[key] = _fallback_reason(op, device_type)
+        return reason
+
+
 @torch._dynamo.assume_constant_result
 def _fallback_reason_when_compiling(op: str, device_type: str) -> str:
     # Under torch.compile the choice is made once, at trace time, and baked into the
     # graph ('' = compiled); the registry look-ups inside cannot be traced.
-    return _fallback_reason(op, device_type) or ""
+    return _cached_reason(op, device_type) or ""
 
 
 def _use_compiled(op: str, device_type: str) -> bool:
     if torch.compiler.is_compiling():
         return _fallback_reason_when_compiling(op, device_type) == ""
-    reason = _fallback_reason(op, device_type)
+    reason = _cached_reason(op, device_type)
     if _recorder is not None:
         _recorder.append((op, device_type, "reference" if reason else "compiled"))
     if reason is None:
@@ -161,6 +187,53 @@ def lstm_layer(input, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse: bo
     return out[0], out[1], out[2]
 
 
+# The cell ops: one step, one dispatch. Their autograd is in C++ (csrc/cell_autograd.cpp)
+# and their kernels leave autocast out themselves, so the compiled path calls the op and
+# nothing else.
+
+
+def _check_cell(input: Tensor, states, w_ih: Tensor, w_hh: Tensor) -> None:
+    """The compiled cell ops' first checks, with torch's messages (ATen's
+    check_rnn_cell_forward_input / _hidden), for the reference."""
+    if input.size(1) != w_ih.size(1):
+        raise RuntimeError(f"input has inconsistent input_size: got {input.size(1)} "
+                           f"expected {w_ih.size(1)}")
+    for i, hx in enumerate(states):
+        if input.size(0) != hx.size(0):
+            raise RuntimeError(f"Input batch size {input.size(0)} doesn't match hidden{i} batch "
+                               f"size {hx.size(0)}")
+        if hx.size(1) != w_hh.size(1):
+            raise RuntimeError(f"hidden{i} has inconsistent hidden_size: got {hx.size(1)}, "
+                               f"expected {w_hh.size(1)}")
+
+
+def rnn_cell(input, hx, w_ih, w_hh, b_ih, b_hh, relu: bool) -> Tensor:
+    """One RNNCell step: input [B, I], hx [B, H] -> h' [B, H]."""
+    if _use_compiled("rnn_cell", input.device.type):
+        return torch.ops.rnnkit.rnn_cell.default(input, hx, w_ih, w_hh, b_ih, b_hh, relu)
+    _check_cell(input, (hx,), w_ih, w_hh)
+    with _no_autocast(input.device.type):
+        return reference.rnn_cell(input, hx, w_ih, w_hh, b_ih, b_hh, relu)
+
+
+def gru_cell(input, hx, w_ih, w_hh, b_ih, b_hh) -> Tensor:
+    """One GRUCell step: input [B, I], hx [B, H] -> h' [B, H]."""
+    if _use_compiled("gru_cell", input.device.type):
+        return torch.ops.rnnkit.gru_cell.default(input, hx, w_ih, w_hh, b_ih, b_hh)
+    _check_cell(input, (hx,), w_ih, w_hh)
+    with _no_autocast(input.device.type):
+        return reference.gru_cell(input, hx, w_ih, w_hh, b_ih, b_hh)
+
+
+def lstm_cell(input, hx, cx, w_ih, w_hh, b_ih, b_hh) -> tuple[Tensor, Tensor]:
+    """One LSTMCell step: input [B, I], hx and cx [B, H] -> (h' [B, H], c' [B, H])."""
+    if _use_compiled("lstm_cell", input.device.type):
+        return torch.ops.rnnkit.lstm_cell.default(input, hx, cx, w_ih, w_hh, b_ih, b_hh)
+    _check_cell(input, (hx, cx), w_ih, w_hh)
+    with _no_autocast(input.device.type):
+        return reference.lstm_cell(input, hx, cx, w_ih, w_hh, b_ih, b_hh)
+
+
 # ---------------------------------------------------------------------------
 # Fake kernels: output shapes from the contract (layer_contract.h).
 
@@ -234,6 +307,49 @@ def _register_fakes():
           reverse, output, reserve):
         return (input.new_empty(input.shape), h0.new_empty(h0.shape), c0.new_empty(c0.shape),
                 *_weight_grads(input, w_ih, w_hh, b_ih, b_hh, w_hr))
+
+    # The cell ops (csrc/rnnkit.cpp): the reserve is [B, 4H] (GRU) or [B, 5H] (LSTM); a
+    # gradient the output mask does not ask for, or of an absent bias, comes back empty.
+    def _cell_grads(input, hx, w_ih, w_hh, has_bias, mask, states=1):
+        def pick(wanted, like):
+            return like.new_empty(like.shape) if wanted else input.new_empty((0,))
+        bias = w_ih.new_empty((w_ih.shape[0],)) if has_bias else input.new_empty((0,))
+        return (pick(mask[0], input), *(pick(mask[1], hx) for _ in range(states)),
+                pick(mask[2], w_ih), pick(mask[2], w_hh),
+                pick(mask[2], bias), pick(mask[2], bias))
+
+    @lib.register_fake("rnnkit::rnn_cell")
+    def _(input, hx, w_ih, w_hh, b_ih, b_hh, relu):
+        return hx.new_empty(hx.shape)
+
+    @lib.register_fake("rnnkit::rnn_cell_backward")
+    def _(grad_h, input, hx, w_ih, w_hh, has_bias, relu, h, output_mask):
+        return _cell_grads(input, hx, w_ih, w_hh, has_bias, output_mask)
+
+    @lib.register_fake("rnnkit::gru_cell")
+    def _(input, hx, w_ih, w_hh, b_ih, b_hh):
+        return hx.new_empty(hx.shape)
+
+    @lib.register_fake("rnnkit::gru_cell_forward")
+    def _(input, hx, w_ih, w_hh, b_ih, b_hh):
+        return hx.new_empty(hx.shape), hx.new_empty((hx.shape[0], 4 * hx.shape[1]))
+
+    @lib.register_fake("rnnkit::gru_cell_backward")
+    def _(grad_h, input, hx, w_ih, w_hh, has_bias, reserve, output_mask):
+        return _cell_grads(input, hx, w_ih, w_hh, has_bias, output_mask)
+
+    @lib.register_fake("rnnkit::lstm_cell")
+    def _(input, hx, cx, w_ih, w_hh, b_ih, b_hh):
+        return hx.new_empty(hx.shape), cx.new_empty(cx.shape)
+
+    @lib.register_fake("rnnkit::lstm_cell_forward")
+    def _(input, hx, cx, w_ih, w_hh, b_ih, b_hh):
+        return (hx.new_empty(hx.shape), cx.new_empty(cx.shape),
+                hx.new_empty((hx.shape[0], 5 * hx.shape[1])))
+
+    @lib.register_fake("rnnkit::lstm_cell_backward")
+    def _(grad_h, grad_c, input, hx, cx, w_ih, w_hh, has_bias, reserve, output_mask):
+        return _cell_grads(input, hx, w_ih, w_hh, has_bias, output_mask, states=2)
 
     # Both directions in one persistent launch: each direction's layer outputs.
 

@@ -142,3 +142,31 @@ def lstm_layer_backward(grad_output, grad_h_n, grad_c_n, input, lengths, h0, c0,
         y, hn, cn, _ = lstm_layer(x, lengths, h, c, wi, wh, bi, bh, wr, reverse)
         return _grads([y, hn, cn], [grad_output, grad_h_n, grad_c_n],
                       [x, h, c, wi, wh, bi, bh, wr])
+
+
+# ---------------------------------------------------------------------------
+# One step of each cell: the contract of the cell ops (csrc/rnnkit.cpp), what RNNCell,
+# GRUCell and LSTMCell compute. input [B, I], hx and cx [B, H].
+
+
+def rnn_cell(input, hx, w_ih, w_hh, b_ih, b_hh, relu: bool) -> Tensor:
+    """-> h' [B, H]"""
+    pre = F.linear(input, w_ih, b_ih) + F.linear(hx, w_hh, b_hh)
+    return torch.relu(pre) if relu else torch.tanh(pre)
+
+
+def gru_cell(input, hx, w_ih, w_hh, b_ih, b_hh) -> Tensor:
+    """-> h' [B, H]"""
+    xr, xz, xn = F.linear(input, w_ih, b_ih).chunk(3, 1)
+    hr, hz, hn = F.linear(hx, w_hh, b_hh).chunk(3, 1)
+    r = torch.sigmoid(xr + hr)
+    z = torch.sigmoid(xz + hz)
+    n = torch.tanh(xn + r * hn)
+    return (1 - z) * n + z * hx
+
+
+def lstm_cell(input, hx, cx, w_ih, w_hh, b_ih, b_hh) -> tuple[Tensor, Tensor]:
+    """-> (h' [B, H], c' [B, H])"""
+    i, f, g, o = (F.linear(input, w_ih, b_ih) + F.linear(hx, w_hh, b_hh)).chunk(4, 1)
+    c = torch.sigmoid(f) * cx + torch.sigmoid(i) * torch.tanh(g)
+    return torch.sigmoid(o) * torch.tanh(c), c

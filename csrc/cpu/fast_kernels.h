@@ -125,6 +125,22 @@ struct ProjectionArgs {
   float* y;             // [rows, N]
 };
 
+// The pointwise pass of one step of a cell op (cell_cpu.cpp) over rows [b0, b1) of
+// the batch: the products are given, the kernel adds b_hh where it was not added
+// yet, applies cells.h's math and writes the new state (and the reserve).
+struct CellStepArgs {
+  int64_t H;
+  bool relu;            // RNN: relu, else tanh
+  const float* gates;   // [B, G*H] x·W_ihᵀ + b_ih, with h·W_hhᵀ added for LSTM and RNN
+  const float* gh;      // GRU: [B, 3H] h·W_hhᵀ + b_hh; null otherwise
+  const float* b_hh;    // LSTM, RNN: [G*H] or null (no bias); null for GRU
+  const float* h_prev;  // [B, H] (GRU)
+  const float* c_prev;  // [B, H] (LSTM)
+  float* h;             // [B, H] the new state
+  float* c;             // [B, H] (LSTM)
+  float* reserve;       // GRU [B, 4H] r, z, n, hn; LSTM [B, 5H] i, f, g, o, c; or null
+};
+
 // One instruction set's kernels. h_prev/h_next: the running state before and
 // after step t ([B, H]; the forward alternates two buffers).
 struct Kernels {
@@ -141,6 +157,10 @@ struct Kernels {
   void (*rnn_backward)(const RnnBackwardArgs&, int64_t t_prev, int64_t t, int64_t block);
   // Rows [r0, r1) of the projection for one block of kPlainVectors vectors of columns.
   void (*projection)(const ProjectionArgs&, int64_t r0, int64_t r1, int64_t block);
+  // The pointwise passes of the cell ops' forward.
+  void (*lstm_cell)(const CellStepArgs&, int64_t b0, int64_t b1);
+  void (*gru_cell)(const CellStepArgs&, int64_t b0, int64_t b1);
+  void (*rnn_cell)(const CellStepArgs&, int64_t b0, int64_t b1);
 };
 
 // Null when this build or this compiler lacks the instruction set (whether the

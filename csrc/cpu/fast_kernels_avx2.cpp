@@ -9,6 +9,23 @@
 
 #include <immintrin.h>
 
+// cells.h, compiled for this instruction set: the cell kernels instantiate its gate
+// math with this set's vectors (cell_kernels_impl.h). Its only include comes first,
+// outside the target.
+#include <cmath>
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx2,fma"))), apply_to = function)
+#else
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+#endif
+#include "rnnkit/cells.h"
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
+#pragma GCC pop_options
+#endif
+
 #define RNNKIT_TARGET __attribute__((target("avx2,fma")))
 
 namespace rnnkit {

@@ -437,7 +437,10 @@ RNNKIT_TARGET void projection(const ProjectionArgs& a, int64_t r0, int64_t r1, i
   }
 }
 
+#include "cell_kernels_impl.h"
+
 // The table handed to the drivers.
 static const Kernels kKernels = {kName,         W,           &lstm_forward, &gru_forward,
                                  &rnn_forward,  &lstm_backward, &gru_backward,
-                                 &rnn_backward, &projection};
+                                 &rnn_backward, &projection,    &lstm_cell,
+                                 &gru_cell,     &rnn_cell};

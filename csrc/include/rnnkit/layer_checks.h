@@ -61,6 +61,36 @@ void check_layer_backward(
     const at::Tensor& output,
     const at::Tensor& reserve);
 
+// The sizes of one cell op (one step, see the cell schemas in csrc/rnnkit.cpp).
+struct CellSizes {
+  int64_t B = 0;  // batch
+  int64_t I = 0;  // input features
+  int64_t H = 0;  // hidden
+  bool has_bias = false;
+};
+
+// Checks the arguments of a one-step cell op running on `device_type`: input [B, I],
+// hx [B, H], cx [B, H] (LSTM only: nullptr otherwise), w_ih [G*H, I], w_hh [G*H, H], both
+// biases [G*H] or neither, all of input's dtype and device. Messages name `op_name`.
+CellSizes check_cell_forward(
+    Cell cell,
+    c10::DeviceType device_type,
+    const at::Tensor& input,
+    const at::Tensor& hx,
+    const at::Tensor* cx,
+    const at::Tensor& w_ih,
+    const at::Tensor& w_hh,
+    const std::optional<at::Tensor>& b_ih,
+    const std::optional<at::Tensor>& b_hh,
+    const char* op_name);
+
+// Checks what a cell's backward takes beyond the forward's arguments: grad_h [B, H],
+// grad_c [B, H] (LSTM only: nullptr otherwise), and `saved`, the reserve (GRU [B, 4H],
+// LSTM [B, 5H]) or, for RNN, the new state h [B, H].
+void check_cell_backward(Cell cell, const CellSizes& sizes, const at::Tensor& input,
+                         const at::Tensor& grad_h, const at::Tensor* grad_c,
+                         const at::Tensor& saved, const char* op_name);
+
 // 0 <= lengths[b] <= T for every b; lengths is a CPU int64 tensor of size B.
 // Reads the values: for CPU kernels only.
 void check_lengths_values(const at::Tensor& lengths, int64_t T);

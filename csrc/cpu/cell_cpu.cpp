@@ -1,0 +1,399 @@
+// The one-step cell ops on the CPU (schemas: csrc/rnnkit.cpp), what RNNCell, GRUCell
+// and LSTMCell run: both products and the gate math of one step in one call.
+//
+// Forward: gates = x · W_ihᵀ + b_ih (one addmm) += h · W_hhᵀ (one addmm_; GRU keeps the
+// hidden product apart, since r scales it with its bias), then one fused pass over
+// [B, H] (cells.h through vec_math.h) that adds b_hh, applies the nonlinearities, writes
+// the new state and, when a backward will follow, the reserve.
+// Backward: one fused pass writing the gate gradients, then the GEMMs that the output
+// mask asks for (dx, dh, dW) and the bias sums.
+//
+// A cell is often stepped in a Python loop at small sizes, so the cost of a call is
+// mostly its dispatches: tensors already contiguous in the compute dtype are used as
+// they are, and nothing is converted back that is already in the caller's dtype.
+
+#include <ATen/Dispatch.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/addmm.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/mm.h>
+#include <c10/core/impl/LocalDispatchKeySet.h>
+
+#include "cell_ops_cpu.h"
+#include "cpu_common.h"
+#include "fast_path.h"
+#include "rnnkit/layer_checks.h"
+#include "vec_math.h"
+
+namespace rnnkit {
+namespace cpu {
+namespace {
+
+// `t` in dtype ct, contiguous: t itself when it already is (no dispatch).
+Tensor as_compute(const Tensor& t, at::ScalarType ct) {
+  if (t.scalar_type() == ct && t.is_contiguous()) return t;
+  return t.to(ct).contiguous();
+}
+
+// `t` back in the caller's dtype.
+Tensor as_dtype(const Tensor& t, at::ScalarType dtype) {
+  return t.scalar_type() == dtype ? t : t.to(dtype);
+}
+
+// a · wᵀ (+ bias), [B, G*H], in the compute dtype. A fresh tensor: the passes write it.
+Tensor product(const Tensor& a, const Tensor& w, const OptTensor& bias, at::ScalarType ct) {
+  const Tensor wt = as_compute(w, ct).t();
+  if (bias.has_value()) return at::addmm(as_compute(*bias, ct), as_compute(a, ct), wt);
+  return at::mm(as_compute(a, ct), wt);
+}
+
+// The float32 pass of the instruction-set kernels (fast_kernels.h) over all rows, or
+// false when none runs here (float64, or RNNKIT_CPU_ISA=generic): then at::vec's.
+template <typename Pass>
+bool fast_pass(at::ScalarType ct, int64_t B, int64_t H, Pass pass_of,
+               fast::CellStepArgs args) {
+  const fast::Kernels* fk = ct == at::kFloat ? fast::select() : nullptr;
+  if (fk == nullptr) return false;
+  const auto pass = pass_of(*fk);
+  at::parallel_for(0, B, std::max<int64_t>(1, kPointwiseGrain / std::max<int64_t>(1, H)),
+                   [&](int64_t b0, int64_t b1) { pass(args, b0, b1); });
+  return true;
+}
+
+// The matmuls inside a kernel run in the dtype they are given, whatever autocast says
+// (the modules cast as torch.nn does before calling the op).
+struct NoAutocast {
+  c10::impl::ExcludeDispatchKeyGuard guard{c10::autocast_dispatch_keyset};
+};
+
+// The GEMMs of a backward from the gate gradients of the input and hidden products
+// (the same tensor but for GRU): (dx, dh, dW_ih, dW_hh, db_ih, db_hh), each empty when
+// the mask does not ask for it. dh_direct, when defined, is added to dh (GRU's z ⊙ dh').
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> step_grads(
+    const Tensor& dgi, const Tensor& dgh, const Tensor& x, const Tensor& h, const Tensor& w_ih,
+    const Tensor& w_hh, const Tensor& dh_direct, bool has_bias, Mask3 mask,
+    at::ScalarType dtype) {
+  const Tensor none = x.new_empty({0}, x.options().dtype(dtype));
+  Tensor dx = none, dh = none, dw_ih = none, dw_hh = none, db_ih = none, db_hh = none;
+  const auto ct = dgi.scalar_type();
+  if (mask[0]) dx = as_dtype(at::mm(dgi, as_compute(w_ih, ct)), dtype);
+  if (mask[1]) {
+    dh = dh_direct.defined() ? at::addmm(dh_direct, dgh, as_compute(w_hh, ct))
+                             : at::mm(dgh, as_compute(w_hh, ct));
+    dh = as_dtype(dh, dtype);
+  }
+  if (mask[2]) {
+    dw_ih = as_dtype(dgi.t().mm(as_compute(x, ct)), dtype);
+    dw_hh = as_dtype(dgh.t().mm(as_compute(h, ct)), dtype);
+    if (has_bias) {
+      db_ih = as_dtype(dgi.sum(0), dtype);
+      // Two outputs of an op may not share storage.
+      db_hh = dgh.is_same(dgi) ? db_ih.clone() : as_dtype(dgh.sum(0), dtype);
+    }
+  }
+  return {dx, dh, dw_ih, dw_hh, db_ih, db_hh};
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------- RNN
+
+Tensor rnn_cell(const Tensor& input, const Tensor& hx, const Tensor& w_ih, const Tensor& w_hh,
+                const OptTensor& b_ih, const OptTensor& b_hh, bool relu) {
+  const CellSizes sz = check_cell_forward(relu ? Cell::RNN_RELU : Cell::RNN_TANH, at::kCPU,
+                                          input, hx, nullptr, w_ih, w_hh, b_ih, b_hh,
+                                          "rnn_cell");
+  NoAutocast no_autocast;
+  const auto dtype = input.scalar_type();
+  const auto ct = compute_dtype(dtype);
+  Tensor pre = product(input, w_ih, b_ih, ct);  // becomes h' in place
+  pre.addmm_(as_compute(hx, ct), as_compute(w_hh, ct).t());
+  const Tensor bias = sz.has_bias ? as_compute(*b_hh, ct) : Tensor();
+  const int64_t H = sz.H;
+  if (ct == at::kFloat) {
+    fast::CellStepArgs args{};
+    args.H = H;
+    args.relu = relu;
+    args.gates = pre.const_data_ptr<float>();
+    args.b_hh = sz.has_bias ? bias.const_data_ptr<float>() : nullptr;
+    args.h = pre.mutable_data_ptr<float>();
+    if (fast_pass(ct, sz.B, H, [](const fast::Kernels& k) { return k.rnn_cell; }, args)) {
+      return as_dtype(pre, dtype);
+    }
+  }
+  AT_DISPATCH_FLOATING_TYPES(ct, "rnnkit::rnn_cell", [&] {
+    using T = scalar_t;
+    T* p = pre.mutable_data_ptr<T>();
+    const T* bh = sz.has_bias ? bias.const_data_ptr<T>() : nullptr;
+    parallel_rows(sz.B, H, [&](int64_t b, int64_t j0, int64_t j1) {
+      T* row = p + b * H;
+      for_each_lane<T>(j0, j1, [&](auto lane, int64_t j) {
+        using L = decltype(lane);
+        using V = typename L::V;
+        V v = L::load(row + j);
+        if (bh) v = v + L::load(bh + j);
+        L::store(row + j, cells::rnn_forward<V, typename L::M>(v, relu));
+      });
+    });
+  });
+  return as_dtype(pre, dtype);
+}
+
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> rnn_cell_backward(
+    const Tensor& grad_h, const Tensor& input, const Tensor& hx, const Tensor& w_ih,
+    const Tensor& w_hh, bool has_bias, bool relu, const Tensor& h, Mask3 output_mask) {
+  const Cell cell = relu ? Cell::RNN_RELU : Cell::RNN_TANH;
+  const CellSizes sz = check_cell_forward(cell, at::kCPU, input, hx, nullptr, w_ih, w_hh,
+                                          std::nullopt, std::nullopt, "rnn_cell_backward");
+  check_cell_backward(cell, sz, input, grad_h, nullptr, h, "rnn_cell_backward");
+  NoAutocast no_autocast;
+  const auto dtype = input.scalar_type();
+  const auto ct = compute_dtype(dtype);
+  const int64_t H = sz.H;
+  const Tensor dh_new = as_compute(grad_h, ct), h_new = as_compute(h, ct);
+  Tensor dpre = at::empty({sz.B, H}, input.options().dtype(ct));
+  AT_DISPATCH_FLOATING_TYPES(ct, "rnnkit::rnn_cell_backward", [&] {
+    using T = scalar_t;
+    const T* dhp = dh_new.const_data_ptr<T>();
+    const T* hp = h_new.const_data_ptr<T>();
+    T* dp = dpre.mutable_data_ptr<T>();
+    parallel_rows(sz.B, H, [&](int64_t b, int64_t j0, int64_t j1) {
+      const int64_t o = b * H;
+      for_each_lane<T>(j0, j1, [&](auto lane, int64_t j) {
+        using L = decltype(lane);
+        L::store(dp + o + j, cells::rnn_backward<typename L::V, typename L::M>(
+                                 L::load(dhp + o + j), L::load(hp + o + j), relu));
+      });
+    });
+  });
+  return step_grads(dpre, dpre, input, hx, w_ih, w_hh, Tensor(), has_bias, output_mask, dtype);
+}
+
+// ---------------------------------------------------------------- GRU
+
+std::tuple<Tensor, Tensor> gru_cell(const Tensor& input, const Tensor& hx, const Tensor& w_ih,
+                                    const Tensor& w_hh, const OptTensor& b_ih,
+                                    const OptTensor& b_hh, bool keep_reserve) {
+  const CellSizes sz =
+      check_cell_forward(Cell::GRU, at::kCPU, input, hx, nullptr, w_ih, w_hh, b_ih, b_hh,
+                         keep_reserve ? "gru_cell_forward" : "gru_cell");
+  NoAutocast no_autocast;
+  const auto dtype = input.scalar_type();
+  const auto ct = compute_dtype(dtype);
+  const int64_t B = sz.B, H = sz.H;
+  const Tensor gi = product(input, w_ih, b_ih, ct);  // [B, 3H] with b_ih
+  const Tensor gh = product(hx, w_hh, b_hh, ct);     // [B, 3H] with b_hh
+  const Tensor h_prev = as_compute(hx, ct);
+  const auto opts = input.options().dtype(ct);
+  Tensor h = at::empty({B, H}, opts);
+  Tensor reserve = keep_reserve ? at::empty({B, 4 * H}, opts) : Tensor();
+  const Tensor no_reserve = input.new_empty({0});
+  if (ct == at::kFloat) {
+    fast::CellStepArgs args{};
+    args.H = H;
+    args.gates = gi.const_data_ptr<float>();
+    args.gh = gh.const_data_ptr<float>();
+    args.h_prev = h_prev.const_data_ptr<float>();
+    args.h = h.mutable_data_ptr<float>();
+    args.reserve = keep_reserve ? reserve.mutable_data_ptr<float>() : nullptr;
+    if (fast_pass(ct, B, H, [](const fast::Kernels& k) { return k.gru_cell; }, args)) {
+      return {as_dtype(h, dtype), keep_reserve ? as_dtype(reserve, dtype) : no_reserve};
+    }
+  }
+  AT_DISPATCH_FLOATING_TYPES(ct, "rnnkit::gru_cell", [&] {
+    using T = scalar_t;
+    const T* gip = gi.const_data_ptr<T>();
+    const T* ghp = gh.const_data_ptr<T>();
+    const T* hp = h_prev.const_data_ptr<T>();
+    T* out = h.mutable_data_ptr<T>();
+    T* res = keep_reserve ? reserve.mutable_data_ptr<T>() : nullptr;
+    parallel_rows(B, H, [&](int64_t b, int64_t j0, int64_t j1) {
+      const T* x_row = gip + b * 3 * H;
+      const T* h_row = ghp + b * 3 * H;
+      T* r_row = res ? res + b * 4 * H : nullptr;
+      for_each_lane<T>(j0, j1, [&](auto lane, int64_t j) {
+        using L = decltype(lane);
+        using V = typename L::V;
+        const V hn = L::load(h_row + 2 * H + j);
+        const auto st = cells::gru_forward<V, typename L::M>(
+            L::load(x_row + j), L::load(x_row + H + j), L::load(x_row + 2 * H + j),
+            L::load(h_row + j), L::load(h_row + H + j), hn, L::load(hp + b * H + j));
+        L::store(out + b * H + j, st.h);
+        if (r_row) {
+          L::store(r_row + j, st.r);
+          L::store(r_row + H + j, st.z);
+          L::store(r_row + 2 * H + j, st.n);
+          L::store(r_row + 3 * H + j, hn);
+        }
+      });
+    });
+  });
+  return {as_dtype(h, dtype), keep_reserve ? as_dtype(reserve, dtype) : no_reserve};
+}
+
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_cell_backward(
+    const Tensor& grad_h, const Tensor& input, const Tensor& hx, const Tensor& w_ih,
+    const Tensor& w_hh, bool has_bias, const Tensor& reserve, Mask3 output_mask) {
+  const CellSizes sz = check_cell_forward(Cell::GRU, at::kCPU, input, hx, nullptr, w_ih, w_hh,
+                                          std::nullopt, std::nullopt, "gru_cell_backward");
+  check_cell_backward(Cell::GRU, sz, input, grad_h, nullptr, reserve, "gru_cell_backward");
+  NoAutocast no_autocast;
+  const auto dtype = input.scalar_type();
+  const auto ct = compute_dtype(dtype);
+  const int64_t B = sz.B, H = sz.H;
+  const Tensor dh_new = as_compute(grad_h, ct), res = as_compute(reserve, ct);
+  const Tensor h_prev = as_compute(hx, ct);
+  const auto opts = input.options().dtype(ct);
+  Tensor dgi = at::empty({B, 3 * H}, opts), dgh = at::empty({B, 3 * H}, opts);
+  Tensor dh_direct = at::empty({B, H}, opts);
+  AT_DISPATCH_FLOATING_TYPES(ct, "rnnkit::gru_cell_backward", [&] {
+    using T = scalar_t;
+    const T* dhp = dh_new.const_data_ptr<T>();
+    const T* rp = res.const_data_ptr<T>();
+    const T* hp = h_prev.const_data_ptr<T>();
+    T* dip = dgi.mutable_data_ptr<T>();
+    T* dhh = dgh.mutable_data_ptr<T>();
+    T* ddp = dh_direct.mutable_data_ptr<T>();
+    parallel_rows(B, H, [&](int64_t b, int64_t j0, int64_t j1) {
+      const T* r_row = rp + b * 4 * H;
+      T* di = dip + b * 3 * H;
+      T* dg = dhh + b * 3 * H;
+      for_each_lane<T>(j0, j1, [&](auto lane, int64_t j) {
+        using L = decltype(lane);
+        const auto d = cells::gru_backward<typename L::V, typename L::M>(
+            L::load(dhp + b * H + j), L::load(r_row + j), L::load(r_row + H + j),
+            L::load(r_row + 2 * H + j), L::load(r_row + 3 * H + j), L::load(hp + b * H + j));
+        L::store(di + j, d.pre_r);
+        L::store(di + H + j, d.pre_z);
+        L::store(di + 2 * H + j, d.xn);
+        L::store(dg + j, d.pre_r);
+        L::store(dg + H + j, d.pre_z);
+        L::store(dg + 2 * H + j, d.hn);
+        L::store(ddp + b * H + j, d.h_prev);
+      });
+    });
+  });
+  return step_grads(dgi, dgh, input, hx, w_ih, w_hh, dh_direct, has_bias, output_mask, dtype);
+}
+
+// ---------------------------------------------------------------- LSTM
+
+std::tuple<Tensor, Tensor, Tensor> lstm_cell(const Tensor& input, const Tensor& hx,
+                                             const Tensor& cx, const Tensor& w_ih,
+                                             const Tensor& w_hh, const OptTensor& b_ih,
+                                             const OptTensor& b_hh, bool keep_reserve) {
+  const CellSizes sz =
+      check_cell_forward(Cell::LSTM, at::kCPU, input, hx, &cx, w_ih, w_hh, b_ih, b_hh,
+                         keep_reserve ? "lstm_cell_forward" : "lstm_cell");
+  NoAutocast no_autocast;
+  const auto dtype = input.scalar_type();
+  const auto ct = compute_dtype(dtype);
+  const int64_t B = sz.B, H = sz.H;
+  Tensor gates = product(input, w_ih, b_ih, ct);  // [B, 4H]
+  gates.addmm_(as_compute(hx, ct), as_compute(w_hh, ct).t());
+  const Tensor c_prev = as_compute(cx, ct);
+  const Tensor bias = sz.has_bias ? as_compute(*b_hh, ct) : Tensor();
+  const auto opts = input.options().dtype(ct);
+  Tensor h = at::empty({B, H}, opts), c = at::empty({B, H}, opts);
+  Tensor reserve = keep_reserve ? at::empty({B, 5 * H}, opts) : Tensor();
+  const Tensor no_reserve = input.new_empty({0});
+  if (ct == at::kFloat) {
+    fast::CellStepArgs args{};
+    args.H = H;
+    args.gates = gates.const_data_ptr<float>();
+    args.b_hh = sz.has_bias ? bias.const_data_ptr<float>() : nullptr;
+    args.c_prev = c_prev.const_data_ptr<float>();
+    args.h = h.mutable_data_ptr<float>();
+    args.c = c.mutable_data_ptr<float>();
+    args.reserve = keep_reserve ? reserve.mutable_data_ptr<float>() : nullptr;
+    if (fast_pass(ct, B, H, [](const fast::Kernels& k) { return k.lstm_cell; }, args)) {
+      return {as_dtype(h, dtype), as_dtype(c, dtype),
+              keep_reserve ? as_dtype(reserve, dtype) : no_reserve};
+    }
+  }
+  AT_DISPATCH_FLOATING_TYPES(ct, "rnnkit::lstm_cell", [&] {
+    using T = scalar_t;
+    const T* gp = gates.const_data_ptr<T>();
+    const T* bh = sz.has_bias ? bias.const_data_ptr<T>() : nullptr;
+    const T* cp = c_prev.const_data_ptr<T>();
+    T* hn = h.mutable_data_ptr<T>();
+    T* cn = c.mutable_data_ptr<T>();
+    T* res = keep_reserve ? reserve.mutable_data_ptr<T>() : nullptr;
+    parallel_rows(B, H, [&](int64_t b, int64_t j0, int64_t j1) {
+      const T* g_row = gp + b * 4 * H;
+      T* r_row = res ? res + b * 5 * H : nullptr;
+      const int64_t o = b * H;
+      for_each_lane<T>(j0, j1, [&](auto lane, int64_t j) {
+        using L = decltype(lane);
+        using V = typename L::V;
+        auto pre = [&](int64_t k) {
+          const V v = L::load(g_row + k * H + j);
+          return bh ? v + L::load(bh + k * H + j) : v;
+        };
+        const auto st = cells::lstm_forward<V, typename L::M>(pre(0), pre(1), pre(2), pre(3),
+                                                              L::load(cp + o + j));
+        L::store(hn + o + j, st.h);
+        L::store(cn + o + j, st.c);
+        if (r_row) {
+          L::store(r_row + j, st.i);
+          L::store(r_row + H + j, st.f);
+          L::store(r_row + 2 * H + j, st.g);
+          L::store(r_row + 3 * H + j, st.o);
+          L::store(r_row + 4 * H + j, st.c);
+        }
+      });
+    });
+  });
+  return {as_dtype(h, dtype), as_dtype(c, dtype),
+          keep_reserve ? as_dtype(reserve, dtype) : no_reserve};
+}
+
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_cell_backward(
+    const Tensor& grad_h, const Tensor& grad_c, const Tensor& input, const Tensor& hx,
+    const Tensor& cx, const Tensor& w_ih, const Tensor& w_hh, bool has_bias,
+    const Tensor& reserve, Mask3 output_mask) {
+  const CellSizes sz = check_cell_forward(Cell::LSTM, at::kCPU, input, hx, &cx, w_ih, w_hh,
+                                          std::nullopt, std::nullopt, "lstm_cell_backward");
+  check_cell_backward(Cell::LSTM, sz, input, grad_h, &grad_c, reserve, "lstm_cell_backward");
+  NoAutocast no_autocast;
+  const auto dtype = input.scalar_type();
+  const auto ct = compute_dtype(dtype);
+  const int64_t B = sz.B, H = sz.H;
+  const Tensor dh_new = as_compute(grad_h, ct), dc_new = as_compute(grad_c, ct);
+  const Tensor res = as_compute(reserve, ct), c_prev = as_compute(cx, ct);
+  const auto opts = input.options().dtype(ct);
+  Tensor dg = at::empty({B, 4 * H}, opts), dc = at::empty({B, H}, opts);
+  AT_DISPATCH_FLOATING_TYPES(ct, "rnnkit::lstm_cell_backward", [&] {
+    using T = scalar_t;
+    const T* dhp = dh_new.const_data_ptr<T>();
+    const T* dcp = dc_new.const_data_ptr<T>();
+    const T* rp = res.const_data_ptr<T>();
+    const T* cp = c_prev.const_data_ptr<T>();
+    T* dgp = dg.mutable_data_ptr<T>();
+    T* dcout = dc.mutable_data_ptr<T>();
+    parallel_rows(B, H, [&](int64_t b, int64_t j0, int64_t j1) {
+      const T* r_row = rp + b * 5 * H;
+      T* d_row = dgp + b * 4 * H;
+      const int64_t o = b * H;
+      for_each_lane<T>(j0, j1, [&](auto lane, int64_t j) {
+        using L = decltype(lane);
+        const auto d = cells::lstm_backward<typename L::V, typename L::M>(
+            L::load(dhp + o + j), L::load(dcp + o + j), L::load(r_row + j),
+            L::load(r_row + H + j), L::load(r_row + 2 * H + j), L::load(r_row + 3 * H + j),
+            L::load(r_row + 4 * H + j), L::load(cp + o + j));
+        L::store(d_row + j, d.pre_i);
+        L::store(d_row + H + j, d.pre_f);
+        L::store(d_row + 2 * H + j, d.pre_g);
+        L::store(d_row + 3 * H + j, d.pre_o);
+        L::store(dcout + o + j, d.c_prev);
+      });
+    });
+  });
+  auto [dx, dh, dw_ih, dw_hh, db_ih, db_hh] =
+      step_grads(dg, dg, input, hx, w_ih, w_hh, Tensor(), has_bias, output_mask, dtype);
+  const Tensor dc_out = output_mask[1] ? as_dtype(dc, dtype) : input.new_empty({0});
+  return {dx, dh, dc_out, dw_ih, dw_hh, db_ih, db_hh};
+}
+
+}  // namespace cpu
+}  // namespace rnnkit

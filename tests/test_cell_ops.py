@@ -1,0 +1,129 @@
+"""The one-step cell ops (rnnkit::rnn_cell, gru_cell, lstm_cell) that RNNCell, GRUCell and
+LSTMCell run: against the reference in float64, opcheck (schemas, fake kernels, the C++
+autograd under torch.compile's tracing), double backward, the output mask of the backward
+(frozen weights, inputs without gradient) and every instruction-set level of this CPU."""
+
+import pytest
+import torch
+
+from rnnkit import _extension, reference
+
+pytestmark = pytest.mark.skipif(not _extension.loaded(),
+                                reason=f"rnnkit._C not loaded: {_extension.LOAD_ERROR}")
+
+GATES = {"rnn": 1, "gru": 3, "lstm": 4}
+
+
+def _args(cell, B=3, I=5, H=6, bias=True, dtype=torch.float64, requires_grad=False):
+    G = GATES[cell]
+    x = torch.randn(B, I, dtype=dtype)
+    states = [torch.randn(B, H, dtype=dtype) for _ in range(2 if cell == "lstm" else 1)]
+    weights = [torch.randn(G * H, I, dtype=dtype) * 0.4, torch.randn(G * H, H, dtype=dtype) * 0.4]
+    biases = [torch.randn(G * H, dtype=dtype), torch.randn(G * H, dtype=dtype)] if bias \
+        else [None, None]
+    tensors = [x, *states, *weights, *biases]
+    if requires_grad:
+        for t in tensors:
+            if t is not None:
+                t.requires_grad_()
+    return tensors
+
+
+def _call(cell, tensors, relu=False, fn=None):
+    fn = fn or getattr(torch.ops.rnnkit, f"{cell}_cell")
+    return fn(*tensors, relu) if cell == "rnn" else fn(*tensors)
+
+
+def _outputs(result):
+    return list(result) if isinstance(result, (tuple, list)) else [result]
+
+
+CASES = [("rnn", False), ("rnn", True), ("gru", False), ("lstm", False)]
+
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("cell, relu", CASES)
+def test_cell_op_matches_the_reference_with_gradients(cell, relu, bias):
+    tensors = _args(cell, bias=bias, requires_grad=True)
+    got = _outputs(_call(cell, tensors, relu))
+    want = _outputs(_call(cell, tensors, relu, fn=getattr(reference, f"{cell}_cell")))
+    grads = [torch.randn_like(o) for o in want]
+    leaves = [t for t in tensors if t is not None]
+    got_grads = torch.autograd.grad(got, leaves, grads)
+    want_grads = torch.autograd.grad(want, leaves, grads)
+    for a, b in zip(got + list(got_grads), want + list(want_grads), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("cell, relu", CASES)
+def test_cell_op_opcheck(cell, relu):
+    tensors = _args(cell, dtype=torch.float32, requires_grad=True)
+    op = getattr(torch.ops.rnnkit, f"{cell}_cell").default
+    args = (*tensors, relu) if cell == "rnn" else tuple(tensors)
+    torch.library.opcheck(op, args)
+    with torch.no_grad():
+        torch.library.opcheck(op, args)
+
+
+@pytest.mark.parametrize("cell, relu", [("rnn", False), ("gru", False), ("lstm", False)])
+def test_cell_op_gradcheck_and_gradgradcheck(cell, relu):
+    tensors = _args(cell, B=2, I=3, H=3, requires_grad=True)
+    n = len(tensors)
+
+    def fn(*ts):
+        return _call(cell, list(ts), relu)
+
+    assert torch.autograd.gradcheck(fn, tuple(tensors[:n]))
+    assert torch.autograd.gradgradcheck(fn, tuple(tensors[:n]))
+
+
+@pytest.mark.parametrize("which", ["input_only", "weights_only", "state_only"])
+@pytest.mark.parametrize("cell, relu", CASES)
+def test_only_the_wanted_gradients(cell, relu, which):
+    """The backward's output mask: gradients of a subset equal those of the full backward."""
+    tensors = _args(cell)
+    n_states = 2 if cell == "lstm" else 1
+    wanted = {"input_only": [0], "state_only": list(range(1, 1 + n_states)),
+              "weights_only": list(range(1 + n_states, len(tensors)))}[which]
+    for i in wanted:
+        tensors[i].requires_grad_()
+    out = _outputs(_call(cell, tensors, relu))
+    grads = [torch.randn_like(o) for o in out]
+    got = torch.autograd.grad(out, [tensors[i] for i in wanted], grads)
+    full = [t.detach().clone().requires_grad_() for t in tensors]
+    want = torch.autograd.grad(_outputs(_call(cell, full, relu, fn=getattr(reference,
+                                                                            f"{cell}_cell"))),
+                               [full[i] for i in wanted], grads)
+    for a, b in zip(got, want, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("level", ["avx512", "avx2", "generic"])
+@pytest.mark.parametrize("cell, relu", CASES)
+def test_float32_at_every_level(cell, relu, level, monkeypatch):
+    monkeypatch.setenv("RNNKIT_CPU_ISA", level)
+    if torch.ops.rnnkit._cpu_isa() != level:
+        pytest.skip(f"this CPU has no {level}")
+    # H = 37: whole vectors and a tail at every width; B = 5 rows.
+    tensors = _args(cell, B=5, I=7, H=37, dtype=torch.float32)
+    tensors[0][1, 2] = float("nan")  # a NaN comes through as in the reference
+    with torch.no_grad():
+        got = _outputs(_call(cell, tensors, relu))
+        want = _outputs(_call(cell, [None if t is None else t.double() for t in tensors], relu,
+                              fn=getattr(reference, f"{cell}_cell")))
+    for a, b in zip(got, want, strict=True):
+        assert torch.equal(a.isnan(), b.isnan())
+        torch.testing.assert_close(a.double(), b, rtol=1e-5, atol=2e-6, equal_nan=True)
+
+
+@pytest.mark.parametrize("cell, relu", CASES)
+def test_cell_op_errors(cell, relu):
+    x, *rest = _args(cell)
+    with pytest.raises(RuntimeError, match="input has inconsistent input_size: got 4 expected 5"):
+        _call(cell, [x[:, :4], *rest], relu)
+    with pytest.raises(RuntimeError, match="Input batch size 2 doesn't match hidden0 batch size 3"):
+        _call(cell, [x[:2], *rest], relu)
+    with pytest.raises(RuntimeError, match="expected w_ih to have the input's dtype"):
+        _call(cell, [x, *rest[:-4], rest[-4].float(), *rest[-3:]], relu)
+    with pytest.raises(RuntimeError, match="b_ih and b_hh must be both given"):
+        _call(cell, [x, *rest[:-1], None], relu)

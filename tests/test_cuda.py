@@ -45,8 +45,12 @@ def exact_fp32():
 
 
 @pytest.fixture
-def cuda_kernels_on(monkeypatch):
-    monkeypatch.setenv("RNNKIT_CUDA_KERNELS", "1")
+def cuda_kernels_on():
+    # The environment is read at import (rnnkit/ops.py): switch the kernels on directly.
+    previous = ops._cuda_kernels_on
+    ops.enable_cuda_kernels(True)
+    yield
+    ops.enable_cuda_kernels(previous)
 
 
 # ---------------------------------------------------------------------------

@@ -18,10 +18,11 @@
 #include <ATen/ops/sigmoid.h>
 #include <ATen/ops/tanh.h>
 #include <c10/core/GradMode.h>
-#include <c10/core/impl/LocalDispatchKeySet.h>
 #include <torch/csrc/autograd/autograd.h>
 #include <torch/csrc/autograd/custom_function.h>
 #include <torch/library.h>
+
+#include "rnnkit/no_autocast.h"
 
 #include <array>
 #include <optional>
@@ -68,6 +69,9 @@ using LstmBackwardSig = Grads7(const Tensor&, const Tensor&, const Tensor&, cons
                                Mask3);
 
 OptTensor optional(const Tensor& t) { return t.defined() ? OptTensor(t) : std::nullopt; }
+
+// Saved tensors are plain tensors: an absent bias is saved undefined.
+Tensor or_undefined(const OptTensor& t) { return t.value_or(Tensor()); }
 
 bool requires_grad(const Tensor& t) { return t.defined() && t.requires_grad(); }
 
@@ -129,23 +133,16 @@ Tensor hidden_products(const Tensor& x, const Tensor& h, const Tensor& w_ih, con
   return at::linear(x, w_ih, optional(b_ih)) + at::linear(h, w_hh, optional(b_hh));
 }
 
-// The matmuls of the double backward in the dtypes they are given (autocast may be on
-// where backward() is called).
-struct NoAutocast {
-  c10::impl::ExcludeDispatchKeyGuard guard{c10::autocast_dispatch_keyset};
-};
-
 // ---------------------------------------------------------------- RNN
 
 struct RnnCellFunction : public torch::autograd::Function<RnnCellFunction> {
   static Tensor forward(AutogradContext* ctx, const Tensor& input, const Tensor& hx,
-                        const Tensor& w_ih, const Tensor& w_hh, const OptTensor& b_ih_opt,
-                        const OptTensor& b_hh_opt, bool relu) {
+                        const Tensor& w_ih, const Tensor& w_hh, const OptTensor& b_ih,
+                        const OptTensor& b_hh, bool relu) {
     static const auto op = find_op<RnnCellSig>("rnnkit::rnn_cell");
-    const Tensor b_ih = b_ih_opt.value_or(Tensor()), b_hh = b_hh_opt.value_or(Tensor());
     at::AutoDispatchBelowADInplaceOrView below_autograd;
-    Tensor h = op.call(input, hx, w_ih, w_hh, optional(b_ih), optional(b_hh), relu);
-    ctx->save_for_backward({input, hx, w_ih, w_hh, b_ih, b_hh, h});
+    Tensor h = op.call(input, hx, w_ih, w_hh, b_ih, b_hh, relu);
+    ctx->save_for_backward({input, hx, w_ih, w_hh, or_undefined(b_ih), or_undefined(b_hh), h});
     ctx->saved_data["relu"] = relu;
     return h;
   }
@@ -154,7 +151,7 @@ struct RnnCellFunction : public torch::autograd::Function<RnnCellFunction> {
     const variable_list s = ctx->get_saved_variables();
     const bool relu = ctx->saved_data["relu"].toBool();
     if (c10::GradMode::is_enabled()) {
-      NoAutocast no_autocast;
+      NoAutocast no_autocast;  // autocast may be on where backward() is called
       const Tensor pre = hidden_products(s[0], s[1], s[2], s[3], s[4], s[5]);
       const Tensor h = relu ? at::relu(pre) : at::tanh(pre);
       variable_list d = differentiate({h}, {grads[0]}, inputs_of(s, 4));
@@ -188,20 +185,20 @@ Tensor rnn_cell_autograd(const Tensor& input, const Tensor& hx, const Tensor& w_
 
 struct GruCellFunction : public torch::autograd::Function<GruCellFunction> {
   static Tensor forward(AutogradContext* ctx, const Tensor& input, const Tensor& hx,
-                        const Tensor& w_ih, const Tensor& w_hh, const OptTensor& b_ih_opt,
-                        const OptTensor& b_hh_opt) {
+                        const Tensor& w_ih, const Tensor& w_hh, const OptTensor& b_ih,
+                        const OptTensor& b_hh) {
     static const auto op = find_op<GruForwardSig>("rnnkit::gru_cell_forward");
-    const Tensor b_ih = b_ih_opt.value_or(Tensor()), b_hh = b_hh_opt.value_or(Tensor());
     at::AutoDispatchBelowADInplaceOrView below_autograd;
-    auto [h, reserve] = op.call(input, hx, w_ih, w_hh, optional(b_ih), optional(b_hh));
-    ctx->save_for_backward({input, hx, w_ih, w_hh, b_ih, b_hh, reserve});
+    auto [h, reserve] = op.call(input, hx, w_ih, w_hh, b_ih, b_hh);
+    ctx->save_for_backward(
+        {input, hx, w_ih, w_hh, or_undefined(b_ih), or_undefined(b_hh), reserve});
     return h;
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const variable_list s = ctx->get_saved_variables();
     if (c10::GradMode::is_enabled()) {
-      NoAutocast no_autocast;
+      NoAutocast no_autocast;  // autocast may be on where backward() is called
       const auto gi = at::linear(s[0], s[2], optional(s[4])).chunk(3, 1);
       const auto gh = at::linear(s[1], s[3], optional(s[5])).chunk(3, 1);
       const Tensor r = at::sigmoid(gi[0] + gh[0]);
@@ -235,19 +232,19 @@ Tensor gru_cell_autograd(const Tensor& input, const Tensor& hx, const Tensor& w_
 struct LstmCellFunction : public torch::autograd::Function<LstmCellFunction> {
   static variable_list forward(AutogradContext* ctx, const Tensor& input, const Tensor& hx,
                                const Tensor& cx, const Tensor& w_ih, const Tensor& w_hh,
-                               const OptTensor& b_ih_opt, const OptTensor& b_hh_opt) {
+                               const OptTensor& b_ih, const OptTensor& b_hh) {
     static const auto op = find_op<LstmForwardSig>("rnnkit::lstm_cell_forward");
-    const Tensor b_ih = b_ih_opt.value_or(Tensor()), b_hh = b_hh_opt.value_or(Tensor());
     at::AutoDispatchBelowADInplaceOrView below_autograd;
-    auto [h, c, reserve] = op.call(input, hx, cx, w_ih, w_hh, optional(b_ih), optional(b_hh));
-    ctx->save_for_backward({input, hx, cx, w_ih, w_hh, b_ih, b_hh, reserve});
+    auto [h, c, reserve] = op.call(input, hx, cx, w_ih, w_hh, b_ih, b_hh);
+    ctx->save_for_backward(
+        {input, hx, cx, w_ih, w_hh, or_undefined(b_ih), or_undefined(b_hh), reserve});
     return {h, c};
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const variable_list s = ctx->get_saved_variables();
     if (c10::GradMode::is_enabled()) {
-      NoAutocast no_autocast;
+      NoAutocast no_autocast;  // autocast may be on where backward() is called
       const auto g = hidden_products(s[0], s[1], s[3], s[4], s[5], s[6]).chunk(4, 1);
       const Tensor c = at::sigmoid(g[1]) * s[2] + at::sigmoid(g[0]) * at::tanh(g[2]);
       const Tensor h = at::sigmoid(g[3]) * at::tanh(c);

@@ -190,20 +190,9 @@ CellSizes check_cell_forward(
     TORCH_CHECK(state->size(1) == hidden, which, " has inconsistent hidden_size: got ",
                 state->size(1), ", expected ", hidden);
   }
-  for (const std::optional<at::Tensor>& w : {std::optional<at::Tensor>(w_ih),
-                                             std::optional<at::Tensor>(w_hh), b_ih, b_hh}) {
-    TORCH_CHECK(!w || w->device() == input.device(),
-                "Input and parameter tensors are not at the same device, found input tensor at ",
-                input.device(), " and parameter tensor at ", w->device());
-  }
-  for (const at::Tensor* state : {&hx, cx}) {
-    TORCH_CHECK(state == nullptr || state->device() == input.device(),
-                "Input and hidden tensors are not at the same device, found input tensor at ",
-                input.device(), " and hidden tensor at ", state->device());
-  }
-  TORCH_CHECK(w_hh.dim() == 2 && w_hh.size(0) % G == 0 && w_hh.size(1) * G == w_hh.size(0),
-              "rnnkit::", op, ": expected w_hh of shape [", G, "*H, H], got ", w_hh.sizes());
-  s.H = w_hh.size(1);
+  // Then the shapes, dtypes and devices of the contract (devices: the modules check them
+  // first, with torch's messages).
+  s.H = hidden;
   check_like_input(op, "w_hh", w_hh, {G * s.H, s.H}, input);
   check_like_input(op, "w_ih", w_ih, {G * s.H, s.I}, input);
   check_like_input(op, "hx", hx, {s.B, s.H}, input);
@@ -223,9 +212,10 @@ void check_cell_backward(Cell cell, const CellSizes& s, const at::Tensor& input,
     TORCH_CHECK(grad_c != nullptr, "rnnkit::", op, ": grad_c is required");
     check_like_input(op, "grad_c", *grad_c, {s.B, s.H}, input);
   }
-  const int64_t width = cell == Cell::LSTM ? 5 : (cell == Cell::GRU ? 4 : 1);
-  check_like_input(op, cell == Cell::RNN_TANH || cell == Cell::RNN_RELU ? "h" : "reserve", saved,
-                   {s.B, width * s.H}, input);
+  // The RNN keeps no reserve: its backward takes the new state h instead.
+  const bool rnn = reserve_width(cell) == 0;
+  check_like_input(op, rnn ? "h" : "reserve", saved, {s.B, (rnn ? 1 : reserve_width(cell)) * s.H},
+                   input);
 }
 
 void check_lengths_values(const at::Tensor& lengths, int64_t T) {

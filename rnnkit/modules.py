@@ -319,8 +319,8 @@ def _cell_prepare(cell, name, input, hx, n_states):
     # The sizes are checked by the cell op, with torch's messages (rnnkit/ops.py).
     weights = [cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh]
     _check_devices(input, weights, states)
-    if torch.is_autocast_enabled(input.device.type):
-        cast = _autocast_dtype(input.device.type, name, states[0].dtype)
+    cast = _autocast_dtype(input.device.type, name, states[0].dtype)
+    if cast is not None:
         input, states = input.to(cast), tuple(s.to(cast) for s in states)
         weights = [None if w is None else w.to(cast) for w in weights]
     return input, states, weights, is_batched

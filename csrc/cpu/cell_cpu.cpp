@@ -10,30 +10,24 @@
 //
 // A cell is often stepped in a Python loop at small sizes, so the cost of a call is
 // mostly its dispatches: tensors already contiguous in the compute dtype are used as
-// they are, and nothing is converted back that is already in the caller's dtype.
+// they are (prepare), and nothing is converted back that is already in the caller's dtype.
 
 #include <ATen/Dispatch.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/addmm.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/mm.h>
-#include <c10/core/impl/LocalDispatchKeySet.h>
 
 #include "cell_ops_cpu.h"
 #include "cpu_common.h"
 #include "fast_path.h"
 #include "rnnkit/layer_checks.h"
+#include "rnnkit/no_autocast.h"
 #include "vec_math.h"
 
 namespace rnnkit {
 namespace cpu {
 namespace {
-
-// `t` in dtype ct, contiguous: t itself when it already is (no dispatch).
-Tensor as_compute(const Tensor& t, at::ScalarType ct) {
-  if (t.scalar_type() == ct && t.is_contiguous()) return t;
-  return t.to(ct).contiguous();
-}
 
 // `t` back in the caller's dtype.
 Tensor as_dtype(const Tensor& t, at::ScalarType dtype) {
@@ -42,29 +36,22 @@ Tensor as_dtype(const Tensor& t, at::ScalarType dtype) {
 
 // a · wᵀ (+ bias), [B, G*H], in the compute dtype. A fresh tensor: the passes write it.
 Tensor product(const Tensor& a, const Tensor& w, const OptTensor& bias, at::ScalarType ct) {
-  const Tensor wt = as_compute(w, ct).t();
-  if (bias.has_value()) return at::addmm(as_compute(*bias, ct), as_compute(a, ct), wt);
-  return at::mm(as_compute(a, ct), wt);
+  const Tensor wt = prepare(w, ct).t();
+  if (bias.has_value()) return at::addmm(prepare(*bias, ct), prepare(a, ct), wt);
+  return at::mm(prepare(a, ct), wt);
 }
 
-// The float32 pass of the instruction-set kernels (fast_kernels.h) over all rows, or
-// false when none runs here (float64, or RNNKIT_CPU_ISA=generic): then at::vec's.
-template <typename Pass>
-bool fast_pass(at::ScalarType ct, int64_t B, int64_t H, Pass pass_of,
-               fast::CellStepArgs args) {
-  const fast::Kernels* fk = ct == at::kFloat ? fast::select() : nullptr;
+// Runs the float32 pass `pass` of the instruction-set kernels (fast_kernels.h) over
+// all rows, or returns false when none runs here (RNNKIT_CPU_ISA=generic, or a CPU
+// without AVX2): then the caller runs at::vec's.
+using CellPass = void (*fast::Kernels::*)(const fast::CellStepArgs&, int64_t, int64_t);
+bool fast_pass(int64_t B, int64_t H, CellPass pass, const fast::CellStepArgs& args) {
+  const fast::Kernels* fk = fast::select();
   if (fk == nullptr) return false;
-  const auto pass = pass_of(*fk);
   at::parallel_for(0, B, std::max<int64_t>(1, kPointwiseGrain / std::max<int64_t>(1, H)),
-                   [&](int64_t b0, int64_t b1) { pass(args, b0, b1); });
+                   [&](int64_t b0, int64_t b1) { (fk->*pass)(args, b0, b1); });
   return true;
 }
-
-// The matmuls inside a kernel run in the dtype they are given, whatever autocast says
-// (the modules cast as torch.nn does before calling the op).
-struct NoAutocast {
-  c10::impl::ExcludeDispatchKeyGuard guard{c10::autocast_dispatch_keyset};
-};
 
 // The GEMMs of a backward from the gate gradients of the input and hidden products
 // (the same tensor but for GRU): (dx, dh, dW_ih, dW_hh, db_ih, db_hh), each empty when
@@ -76,15 +63,15 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> step_grads(
   const Tensor none = x.new_empty({0}, x.options().dtype(dtype));
   Tensor dx = none, dh = none, dw_ih = none, dw_hh = none, db_ih = none, db_hh = none;
   const auto ct = dgi.scalar_type();
-  if (mask[0]) dx = as_dtype(at::mm(dgi, as_compute(w_ih, ct)), dtype);
+  if (mask[0]) dx = as_dtype(at::mm(dgi, prepare(w_ih, ct)), dtype);
   if (mask[1]) {
-    dh = dh_direct.defined() ? at::addmm(dh_direct, dgh, as_compute(w_hh, ct))
-                             : at::mm(dgh, as_compute(w_hh, ct));
+    dh = dh_direct.defined() ? at::addmm(dh_direct, dgh, prepare(w_hh, ct))
+                             : at::mm(dgh, prepare(w_hh, ct));
     dh = as_dtype(dh, dtype);
   }
   if (mask[2]) {
-    dw_ih = as_dtype(dgi.t().mm(as_compute(x, ct)), dtype);
-    dw_hh = as_dtype(dgh.t().mm(as_compute(h, ct)), dtype);
+    dw_ih = as_dtype(dgi.t().mm(prepare(x, ct)), dtype);
+    dw_hh = as_dtype(dgh.t().mm(prepare(h, ct)), dtype);
     if (has_bias) {
       db_ih = as_dtype(dgi.sum(0), dtype);
       // Two outputs of an op may not share storage.
@@ -107,8 +94,8 @@ Tensor rnn_cell(const Tensor& input, const Tensor& hx, const Tensor& w_ih, const
   const auto dtype = input.scalar_type();
   const auto ct = compute_dtype(dtype);
   Tensor pre = product(input, w_ih, b_ih, ct);  // becomes h' in place
-  pre.addmm_(as_compute(hx, ct), as_compute(w_hh, ct).t());
-  const Tensor bias = sz.has_bias ? as_compute(*b_hh, ct) : Tensor();
+  pre.addmm_(prepare(hx, ct), prepare(w_hh, ct).t());
+  const Tensor bias = sz.has_bias ? prepare(*b_hh, ct) : Tensor();
   const int64_t H = sz.H;
   if (ct == at::kFloat) {
     fast::CellStepArgs args{};
@@ -117,7 +104,7 @@ Tensor rnn_cell(const Tensor& input, const Tensor& hx, const Tensor& w_ih, const
     args.gates = pre.const_data_ptr<float>();
     args.b_hh = sz.has_bias ? bias.const_data_ptr<float>() : nullptr;
     args.h = pre.mutable_data_ptr<float>();
-    if (fast_pass(ct, sz.B, H, [](const fast::Kernels& k) { return k.rnn_cell; }, args)) {
+    if (fast_pass(sz.B, H, &fast::Kernels::rnn_cell, args)) {
       return as_dtype(pre, dtype);
     }
   }
@@ -150,7 +137,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> rnn_cell_backward(
   const auto dtype = input.scalar_type();
   const auto ct = compute_dtype(dtype);
   const int64_t H = sz.H;
-  const Tensor dh_new = as_compute(grad_h, ct), h_new = as_compute(h, ct);
+  const Tensor dh_new = prepare(grad_h, ct), h_new = prepare(h, ct);
   Tensor dpre = at::empty({sz.B, H}, input.options().dtype(ct));
   AT_DISPATCH_FLOATING_TYPES(ct, "rnnkit::rnn_cell_backward", [&] {
     using T = scalar_t;
@@ -183,7 +170,7 @@ std::tuple<Tensor, Tensor> gru_cell(const Tensor& input, const Tensor& hx, const
   const int64_t B = sz.B, H = sz.H;
   const Tensor gi = product(input, w_ih, b_ih, ct);  // [B, 3H] with b_ih
   const Tensor gh = product(hx, w_hh, b_hh, ct);     // [B, 3H] with b_hh
-  const Tensor h_prev = as_compute(hx, ct);
+  const Tensor h_prev = prepare(hx, ct);
   const auto opts = input.options().dtype(ct);
   Tensor h = at::empty({B, H}, opts);
   Tensor reserve = keep_reserve ? at::empty({B, 4 * H}, opts) : Tensor();
@@ -196,7 +183,7 @@ std::tuple<Tensor, Tensor> gru_cell(const Tensor& input, const Tensor& hx, const
     args.h_prev = h_prev.const_data_ptr<float>();
     args.h = h.mutable_data_ptr<float>();
     args.reserve = keep_reserve ? reserve.mutable_data_ptr<float>() : nullptr;
-    if (fast_pass(ct, B, H, [](const fast::Kernels& k) { return k.gru_cell; }, args)) {
+    if (fast_pass(B, H, &fast::Kernels::gru_cell, args)) {
       return {as_dtype(h, dtype), keep_reserve ? as_dtype(reserve, dtype) : no_reserve};
     }
   }
@@ -241,8 +228,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_cell_backward(
   const auto dtype = input.scalar_type();
   const auto ct = compute_dtype(dtype);
   const int64_t B = sz.B, H = sz.H;
-  const Tensor dh_new = as_compute(grad_h, ct), res = as_compute(reserve, ct);
-  const Tensor h_prev = as_compute(hx, ct);
+  const Tensor dh_new = prepare(grad_h, ct), res = prepare(reserve, ct);
+  const Tensor h_prev = prepare(hx, ct);
   const auto opts = input.options().dtype(ct);
   Tensor dgi = at::empty({B, 3 * H}, opts), dgh = at::empty({B, 3 * H}, opts);
   Tensor dh_direct = at::empty({B, H}, opts);
@@ -290,9 +277,9 @@ std::tuple<Tensor, Tensor, Tensor> lstm_cell(const Tensor& input, const Tensor& 
   const auto ct = compute_dtype(dtype);
   const int64_t B = sz.B, H = sz.H;
   Tensor gates = product(input, w_ih, b_ih, ct);  // [B, 4H]
-  gates.addmm_(as_compute(hx, ct), as_compute(w_hh, ct).t());
-  const Tensor c_prev = as_compute(cx, ct);
-  const Tensor bias = sz.has_bias ? as_compute(*b_hh, ct) : Tensor();
+  gates.addmm_(prepare(hx, ct), prepare(w_hh, ct).t());
+  const Tensor c_prev = prepare(cx, ct);
+  const Tensor bias = sz.has_bias ? prepare(*b_hh, ct) : Tensor();
   const auto opts = input.options().dtype(ct);
   Tensor h = at::empty({B, H}, opts), c = at::empty({B, H}, opts);
   Tensor reserve = keep_reserve ? at::empty({B, 5 * H}, opts) : Tensor();
@@ -306,7 +293,7 @@ std::tuple<Tensor, Tensor, Tensor> lstm_cell(const Tensor& input, const Tensor& 
     args.h = h.mutable_data_ptr<float>();
     args.c = c.mutable_data_ptr<float>();
     args.reserve = keep_reserve ? reserve.mutable_data_ptr<float>() : nullptr;
-    if (fast_pass(ct, B, H, [](const fast::Kernels& k) { return k.lstm_cell; }, args)) {
+    if (fast_pass(B, H, &fast::Kernels::lstm_cell, args)) {
       return {as_dtype(h, dtype), as_dtype(c, dtype),
               keep_reserve ? as_dtype(reserve, dtype) : no_reserve};
     }
@@ -359,8 +346,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_cell_bac
   const auto dtype = input.scalar_type();
   const auto ct = compute_dtype(dtype);
   const int64_t B = sz.B, H = sz.H;
-  const Tensor dh_new = as_compute(grad_h, ct), dc_new = as_compute(grad_c, ct);
-  const Tensor res = as_compute(reserve, ct), c_prev = as_compute(cx, ct);
+  const Tensor dh_new = prepare(grad_h, ct), dc_new = prepare(grad_c, ct);
+  const Tensor res = prepare(reserve, ct), c_prev = prepare(cx, ct);
   const auto opts = input.options().dtype(ct);
   Tensor dg = at::empty({B, 4 * H}, opts), dc = at::empty({B, H}, opts);
   AT_DISPATCH_FLOATING_TYPES(ct, "rnnkit::lstm_cell_backward", [&] {

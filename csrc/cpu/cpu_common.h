@@ -19,7 +19,7 @@ namespace cpu {
 // their own dtype), otherwise the dtype itself.
 at::ScalarType compute_dtype(at::ScalarType dtype);
 
-// A contiguous tensor of dtype `compute`: `t` itself when it already is one.
+// A contiguous tensor of dtype `compute`: `t` itself (no dispatch) when it already is one.
 at::Tensor prepare(const at::Tensor& t, at::ScalarType compute);
 // As above; an undefined tensor for an absent optional.
 at::Tensor prepare(const std::optional<at::Tensor>& t, at::ScalarType compute);

@@ -71,7 +71,9 @@ struct CellSizes {
 
 // Checks the arguments of a one-step cell op running on `device_type`: input [B, I],
 // hx [B, H], cx [B, H] (LSTM only: nullptr otherwise), w_ih [G*H, I], w_hh [G*H, H], both
-// biases [G*H] or neither, all of input's dtype and device. Messages name `op_name`.
+// biases [G*H] or neither, all of input's dtype and device. torch.nn's own size checks come
+// first, with its messages (as ATen's check_rnn_cell_forward_input); the other messages name
+// `op_name`.
 CellSizes check_cell_forward(
     Cell cell,
     c10::DeviceType device_type,

@@ -1,10 +1,17 @@
-// The rnnkit operator library: the schemas of the layer ops, and the Python module
-// that loading `rnnkit._C` initialises. Kernels register themselves per backend
-// (csrc/cpu/register_cpu.cpp, csrc/cuda/register_cuda.cpp); fake kernels and
-// autograd live in rnnkit/ops.py.
+// The rnnkit operator library: the schemas of the ops, and the Python module that
+// loading `rnnkit._C` initialises. Kernels register themselves per backend
+// (csrc/cpu/register_cpu.cpp, csrc/cuda/register_cuda.cpp), autograd in C++
+// (csrc/layer_autograd.cpp, csrc/cell_autograd.cpp), fake kernels and vmap rules in
+// Python (rnnkit/ops.py, rnnkit/batching.py).
 //
-// One forward and one backward op per cell kind, each running one layer in one
-// direction over a whole sequence (see csrc/include/rnnkit/layer_contract.h).
+// The layer ops run one layer in one direction over a whole sequence (see
+// csrc/include/rnnkit/layer_contract.h):
+//   {rnn,gru,lstm}_layer: the public, differentiable op -> (output, h_n[, c_n]). Its
+//     autograd runs {gru,lstm}_layer_forward, which also returns the reserve, only when
+//     a backward can follow (RNN: rnn_layer itself; its backward reads the output).
+//   {rnn,gru,lstm}_layer_backward: the gradients of a layer from those of its outputs;
+//     with input_grad=false the input's comes back empty, uncomputed (e.g. a network's
+//     first layer). Absent optional arguments get empty gradients.
 //
 // And one step of each cell, what RNNCell, GRUCell and LSTMCell run:
 //   {rnn,gru,lstm}_cell: input [B, I], hx [B, H] (cx [B, H]), w_ih [G*H, I],
@@ -42,34 +49,40 @@ TORCH_LIBRARY(rnnkit, m) {
 
   m.def(
       "rnn_layer(Tensor input, Tensor? lengths, Tensor h0, Tensor w_ih, Tensor w_hh, "
-      "Tensor? b_ih, Tensor? b_hh, bool reverse, bool relu) "
-      "-> (Tensor output, Tensor h_n, Tensor reserve)");
+      "Tensor? b_ih, Tensor? b_hh, bool reverse, bool relu) -> (Tensor output, Tensor h_n)");
   m.def(
       "rnn_layer_backward(Tensor grad_output, Tensor grad_h_n, Tensor input, Tensor? lengths, "
       "Tensor h0, Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? b_hh, bool reverse, bool relu, "
-      "Tensor output, Tensor reserve) "
+      "Tensor output, bool input_grad) "
       "-> (Tensor grad_input, Tensor grad_h0, Tensor grad_w_ih, Tensor grad_w_hh, "
       "Tensor grad_b_ih, Tensor grad_b_hh)");
 
   m.def(
       "gru_layer(Tensor input, Tensor? lengths, Tensor h0, Tensor w_ih, Tensor w_hh, "
+      "Tensor? b_ih, Tensor? b_hh, bool reverse) -> (Tensor output, Tensor h_n)");
+  m.def(
+      "gru_layer_forward(Tensor input, Tensor? lengths, Tensor h0, Tensor w_ih, Tensor w_hh, "
       "Tensor? b_ih, Tensor? b_hh, bool reverse) "
       "-> (Tensor output, Tensor h_n, Tensor reserve)");
   m.def(
       "gru_layer_backward(Tensor grad_output, Tensor grad_h_n, Tensor input, Tensor? lengths, "
       "Tensor h0, Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? b_hh, bool reverse, "
-      "Tensor output, Tensor reserve) "
+      "Tensor output, Tensor reserve, bool input_grad) "
       "-> (Tensor grad_input, Tensor grad_h0, Tensor grad_w_ih, Tensor grad_w_hh, "
       "Tensor grad_b_ih, Tensor grad_b_hh)");
 
   m.def(
       "lstm_layer(Tensor input, Tensor? lengths, Tensor h0, Tensor c0, Tensor w_ih, Tensor w_hh, "
       "Tensor? b_ih, Tensor? b_hh, Tensor? w_hr, bool reverse) "
+      "-> (Tensor output, Tensor h_n, Tensor c_n)");
+  m.def(
+      "lstm_layer_forward(Tensor input, Tensor? lengths, Tensor h0, Tensor c0, Tensor w_ih, "
+      "Tensor w_hh, Tensor? b_ih, Tensor? b_hh, Tensor? w_hr, bool reverse) "
       "-> (Tensor output, Tensor h_n, Tensor c_n, Tensor reserve)");
   m.def(
       "lstm_layer_backward(Tensor grad_output, Tensor grad_h_n, Tensor grad_c_n, Tensor input, "
       "Tensor? lengths, Tensor h0, Tensor c0, Tensor w_ih, Tensor w_hh, Tensor? b_ih, "
-      "Tensor? b_hh, Tensor? w_hr, bool reverse, Tensor output, Tensor reserve) "
+      "Tensor? b_hh, Tensor? w_hr, bool reverse, Tensor output, Tensor reserve, bool input_grad) "
       "-> (Tensor grad_input, Tensor grad_h0, Tensor grad_c0, Tensor grad_w_ih, "
       "Tensor grad_w_hh, Tensor grad_b_ih, Tensor grad_b_hh, Tensor grad_w_hr)");
 

@@ -73,8 +73,18 @@ def _autocast_dtype(device_type: str, kind: str, state_dtype: torch.dtype):
     return low
 
 
+def _refuse_scripting(self):
+    # torch.jit.script calls this first: a clear message instead of the scripting
+    # compiler's failure on rnnkit's Python forward. (Tracing works.)
+    raise RuntimeError(f"rnnkit.{type(self).__name__} cannot be scripted with torch.jit.script "
+                       "(which torch deprecates): use torch.compile or torch.export, or "
+                       "torch.jit.trace")
+
+
 class RNNBase(nn.RNNBase):
     """Shared forward machinery of RNN, GRU and LSTM."""
+
+    __prepare_scriptable__ = _refuse_scripting
 
     # ---- hooks the subclasses fill in
     def _states(self, hx):  # -> tuple of [L*D, B, *] tensors
@@ -329,6 +339,8 @@ def _cell_prepare(cell, name, input, hx, n_states):
 class RNNCell(nn.RNNCellBase):
     """Drop-in for torch.nn.RNNCell."""
 
+    __prepare_scriptable__ = _refuse_scripting
+
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True,
                  nonlinearity: str = "tanh", device=None, dtype=None) -> None:
         super().__init__(input_size, hidden_size, bias, num_chunks=1, device=device, dtype=dtype)
@@ -345,6 +357,8 @@ class RNNCell(nn.RNNCellBase):
 class GRUCell(nn.RNNCellBase):
     """Drop-in for torch.nn.GRUCell."""
 
+    __prepare_scriptable__ = _refuse_scripting
+
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True, device=None,
                  dtype=None) -> None:
         super().__init__(input_size, hidden_size, bias, num_chunks=3, device=device, dtype=dtype)
@@ -357,6 +371,8 @@ class GRUCell(nn.RNNCellBase):
 
 class LSTMCell(nn.RNNCellBase):
     """Drop-in for torch.nn.LSTMCell."""
+
+    __prepare_scriptable__ = _refuse_scripting
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True, device=None,
                  dtype=None) -> None:

@@ -1,22 +1,24 @@
-"""The operator boundary: one Python function per layer op.
+"""The operator boundary: one Python function per layer op and per cell op.
 
 Each function runs the compiled operator `torch.ops.rnnkit.<op>` when one is
 registered for the input's device (and allowed, see `kernel_policy`), and the
-plain-PyTorch reference otherwise, warning once with the reason. This module also
-gives the compiled operators their fake kernels (for torch.compile) and their
-autograd formulas (forward op -> backward op).
+plain-PyTorch reference otherwise, warning once with the reason. The compiled ops
+carry their own autograd (in C++: csrc/layer_autograd.cpp, csrc/cell_autograd.cpp);
+this module gives them their fake kernels (for torch.compile and torch.export), and
+rnnkit/batching.py their vmap rules.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import types
 import warnings
 
 import torch
 from torch import Tensor
 
-from rnnkit import _extension, reference
+from rnnkit import _extension, batching, reference
 
 __all__ = ["rnn_layer", "gru_layer", "lstm_layer", "rnn_cell", "gru_cell", "lstm_cell",
            "kernel_policy", "enable_cuda_kernels", "record_paths"]
@@ -104,17 +106,30 @@ def _fallback_reason_when_compiling(op: str, device_type: str) -> str:
     return _cached_reason(op, device_type) or ""
 
 
+def _functorch_allows_kernels() -> bool:
+    """Under torch.func, whether the compiled ops may run: under vmap alone they do (their
+    batching rules fold the mapped dimension into the batch, rnnkit/batching.py); under
+    grad, vjp, jacrev or jvp the reference runs, whose ATen ops compose with every
+    transform (the ops' C++ autograd does not)."""
+    stack = torch._C._functorch.get_interpreter_stack() or ()
+    return all(level.key() == torch._C._functorch.TransformType.Vmap for level in stack)
+
+
 def _use_compiled(op: str, device_type: str) -> bool:
     if torch.compiler.is_compiling():
         return _fallback_reason_when_compiling(op, device_type) == ""
     reason = _cached_reason(op, device_type)
+    if reason is None and torch._C._are_functorch_transforms_active():
+        if not _functorch_allows_kernels():
+            reason = "torch.func's autograd transforms run the reference"
     if _recorder is not None:
         _recorder.append((op, device_type, "reference" if reason else "compiled"))
     if reason is None:
         return True
     # One warning per device and reason (a missing extension warns once, not per op);
-    # none when the user asked for the reference.
-    if (device_type, reason) not in _warned and "RNNKIT_KERNELS" not in reason:
+    # none when the user asked for the reference, nor under torch.func.
+    if ((device_type, reason) not in _warned and "RNNKIT_KERNELS" not in reason
+            and "torch.func" not in reason):
         _warned.add((device_type, reason))
         warnings.warn(f"rnnkit: running {op} on {device_type} with the PyTorch reference "
                       f"implementation (slow): {reason}", stacklevel=3)
@@ -134,61 +149,45 @@ def _no_autocast(device_type: str):
     return contextlib.nullcontext()
 
 
+# The layer and cell ops, bound once (torch.ops' attribute chain costs a microsecond or
+# two per call); None without the extension, where the reference runs.
+_OPS = None
+
+
+def _bind_ops():
+    global _OPS
+    names = ("rnn_layer", "gru_layer", "lstm_layer", "rnn_cell", "gru_cell", "lstm_cell")
+    _OPS = types.SimpleNamespace(**{n: getattr(torch.ops.rnnkit, n).default for n in names})
+
+
 def rnn_layer(input, lengths, h0, w_ih, w_hh, b_ih, b_hh, reverse: bool, relu: bool):
     """One RNN layer in one direction -> (output, h_n)."""
-    args = (input, lengths, h0, w_ih, w_hh, b_ih, b_hh, reverse, relu)
+    if _use_compiled("rnn_layer", input.device.type):
+        return _OPS.rnn_layer(input, lengths, h0, w_ih, w_hh, b_ih, b_hh, reverse, relu)
     with _no_autocast(input.device.type):
-        if _use_compiled("rnn_layer", input.device.type):
-            out = torch.ops.rnnkit.rnn_layer(*args)
-        else:
-            out = reference.rnn_layer(*args)
+        out = reference.rnn_layer(input, lengths, h0, w_ih, w_hh, b_ih, b_hh, reverse, relu)
     return out[0], out[1]
-
-
-@torch._dynamo.assume_constant_result
-def _has_kernel_constant(op: str, device_type: str) -> bool:
-    """_extension.has_kernel, which torch.compile takes as a constant of the graph
-    (the registry look-up cannot be traced)."""
-    return _extension.has_kernel(op, device_type)
-
-
-def _skip_reserve(op: str, device_type: str, tensors) -> bool:
-    """Whether to run op's reserve_optional overload without a reserve: no backward
-    can follow and the overload has a kernel for the device (csrc/overloads.cpp)."""
-    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
-        return False
-    return _has_kernel_constant(f"{op}.reserve_optional", device_type)
 
 
 def gru_layer(input, lengths, h0, w_ih, w_hh, b_ih, b_hh, reverse: bool):
     """One GRU layer in one direction -> (output, h_n)."""
-    args = (input, lengths, h0, w_ih, w_hh, b_ih, b_hh, reverse)
+    if _use_compiled("gru_layer", input.device.type):
+        return _OPS.gru_layer(input, lengths, h0, w_ih, w_hh, b_ih, b_hh, reverse)
     with _no_autocast(input.device.type):
-        if not _use_compiled("gru_layer", input.device.type):
-            out = reference.gru_layer(*args)
-        elif _skip_reserve("gru_layer", input.device.type, (input, h0, w_ih, w_hh, b_ih, b_hh)):
-            out = torch.ops.rnnkit.gru_layer.reserve_optional(*args, False)
-        else:
-            out = torch.ops.rnnkit.gru_layer(*args)
+        out = reference.gru_layer(input, lengths, h0, w_ih, w_hh, b_ih, b_hh, reverse)
     return out[0], out[1]
 
 
 def lstm_layer(input, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse: bool):
     """One LSTM layer in one direction -> (output, h_n, c_n)."""
-    args = (input, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse)
+    if _use_compiled("lstm_layer", input.device.type):
+        return _OPS.lstm_layer(input, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse)
     with _no_autocast(input.device.type):
-        if not _use_compiled("lstm_layer", input.device.type):
-            out = reference.lstm_layer(*args)
-        elif _skip_reserve("lstm_layer", input.device.type,
-                           (input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr)):
-            out = torch.ops.rnnkit.lstm_layer.reserve_optional(*args, False)
-        else:
-            out = torch.ops.rnnkit.lstm_layer(*args)
+        out = reference.lstm_layer(input, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse)
     return out[0], out[1], out[2]
 
 
-# The cell ops: one step, one dispatch. Their autograd is in C++ (csrc/cell_autograd.cpp)
-# and their kernels leave autocast out themselves, so the compiled path calls the op and
+# The compiled ops leave autocast out themselves, so the compiled path calls the op and
 # nothing else.
 
 
@@ -210,7 +209,7 @@ def _check_cell(input: Tensor, states, w_ih: Tensor, w_hh: Tensor) -> None:
 def rnn_cell(input, hx, w_ih, w_hh, b_ih, b_hh, relu: bool) -> Tensor:
     """One RNNCell step: input [B, I], hx [B, H] -> h' [B, H]."""
     if _use_compiled("rnn_cell", input.device.type):
-        return torch.ops.rnnkit.rnn_cell.default(input, hx, w_ih, w_hh, b_ih, b_hh, relu)
+        return _OPS.rnn_cell(input, hx, w_ih, w_hh, b_ih, b_hh, relu)
     _check_cell(input, (hx,), w_ih, w_hh)
     with _no_autocast(input.device.type):
         return reference.rnn_cell(input, hx, w_ih, w_hh, b_ih, b_hh, relu)
@@ -219,7 +218,7 @@ def rnn_cell(input, hx, w_ih, w_hh, b_ih, b_hh, relu: bool) -> Tensor:
 def gru_cell(input, hx, w_ih, w_hh, b_ih, b_hh) -> Tensor:
     """One GRUCell step: input [B, I], hx [B, H] -> h' [B, H]."""
     if _use_compiled("gru_cell", input.device.type):
-        return torch.ops.rnnkit.gru_cell.default(input, hx, w_ih, w_hh, b_ih, b_hh)
+        return _OPS.gru_cell(input, hx, w_ih, w_hh, b_ih, b_hh)
     _check_cell(input, (hx,), w_ih, w_hh)
     with _no_autocast(input.device.type):
         return reference.gru_cell(input, hx, w_ih, w_hh, b_ih, b_hh)
@@ -228,7 +227,7 @@ def gru_cell(input, hx, w_ih, w_hh, b_ih, b_hh) -> Tensor:
 def lstm_cell(input, hx, cx, w_ih, w_hh, b_ih, b_hh) -> tuple[Tensor, Tensor]:
     """One LSTMCell step: input [B, I], hx and cx [B, H] -> (h' [B, H], c' [B, H])."""
     if _use_compiled("lstm_cell", input.device.type):
-        return torch.ops.rnnkit.lstm_cell.default(input, hx, cx, w_ih, w_hh, b_ih, b_hh)
+        return _OPS.lstm_cell(input, hx, cx, w_ih, w_hh, b_ih, b_hh)
     _check_cell(input, (hx, cx), w_ih, w_hh)
     with _no_autocast(input.device.type):
         return reference.lstm_cell(input, hx, cx, w_ih, w_hh, b_ih, b_hh)
@@ -268,46 +267,57 @@ def _like_or_empty(t, like):
 def _register_fakes():
     lib = torch.library
 
+    # The public layer ops return no reserve; the *_layer_forward ones, which their
+    # autograd runs, do. The persistent forward ops (csrc/persistent_ops.cpp, kernels in
+    # CUDA builds only) take the layer ops' arguments and return what *_layer_forward does.
     @lib.register_fake("rnnkit::rnn_layer")
     def _(input, lengths, h0, w_ih, w_hh, b_ih, b_hh, reverse, relu):
-        output, h_n, reserve, _ = _fake_forward("rnn", input, h0, w_hh)
-        return output, h_n, reserve
+        output, h_n, _, _ = _fake_forward("rnn", input, h0, w_hh)
+        return output, h_n
 
-    def fake_gru_layer(input, lengths, h0, w_ih, w_hh, b_ih, b_hh, reverse):
+    @lib.register_fake("rnnkit::gru_layer")
+    def _(input, lengths, h0, w_ih, w_hh, b_ih, b_hh, reverse):
+        return _fake_gru(input, h0, w_hh)[:2]
+
+    @lib.register_fake("rnnkit::lstm_layer")
+    def _(input, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse):
+        return _fake_lstm(input, h0, c0, w_hh)[:3]
+
+    def fake_gru_forward(input, lengths, h0, w_ih, w_hh, b_ih, b_hh, reverse):
         return _fake_gru(input, h0, w_hh)
 
-    def fake_lstm_layer(input, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse):
+    def fake_lstm_forward(input, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse):
         return _fake_lstm(input, h0, c0, w_hh)
 
-    # The persistent forward ops (csrc/persistent_ops.cpp) take the layer ops'
-    # arguments and return their outputs. Their schemas are declared in every build,
-    # their kernels only in CUDA builds.
-    for op, fake in (("gru_layer", fake_gru_layer), ("lstm_layer", fake_lstm_layer),
-                     ("gru_layer_persistent", fake_gru_layer),
-                     ("lstm_layer_persistent", fake_lstm_layer)):
+    for op, fake in (("gru_layer_forward", fake_gru_forward),
+                     ("lstm_layer_forward", fake_lstm_forward),
+                     ("gru_layer_persistent", fake_gru_forward),
+                     ("lstm_layer_persistent", fake_lstm_forward)):
         lib.register_fake(f"rnnkit::{op}", fake)
 
     def _weight_grads(input, *weights):
         return tuple(_like_or_empty(w, input) for w in weights)
 
+    def _input_grad(input, input_grad):
+        return input.new_empty(input.shape) if input_grad else input.new_empty((0,))
+
     @lib.register_fake("rnnkit::rnn_layer_backward")
     def _(grad_output, grad_h_n, input, lengths, h0, w_ih, w_hh, b_ih, b_hh, reverse, relu,
-          output, reserve):
-        return (input.new_empty(input.shape), h0.new_empty(h0.shape),
+          output, input_grad):
+        return (_input_grad(input, input_grad), h0.new_empty(h0.shape),
                 *_weight_grads(input, w_ih, w_hh, b_ih, b_hh))
 
     @lib.register_fake("rnnkit::gru_layer_backward")
     def _(grad_output, grad_h_n, input, lengths, h0, w_ih, w_hh, b_ih, b_hh, reverse,
-          output, reserve):
-        return (input.new_empty(input.shape), h0.new_empty(h0.shape),
+          output, reserve, input_grad):
+        return (_input_grad(input, input_grad), h0.new_empty(h0.shape),
                 *_weight_grads(input, w_ih, w_hh, b_ih, b_hh))
 
     @lib.register_fake("rnnkit::lstm_layer_backward")
     def _(grad_output, grad_h_n, grad_c_n, input, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr,
-          reverse, output, reserve):
-        return (input.new_empty(input.shape), h0.new_empty(h0.shape), c0.new_empty(c0.shape),
+          reverse, output, reserve, input_grad):
+        return (_input_grad(input, input_grad), h0.new_empty(h0.shape), c0.new_empty(c0.shape),
                 *_weight_grads(input, w_ih, w_hh, b_ih, b_hh, w_hr))
-
     # The cell ops (csrc/rnnkit.cpp): the reserve is [B, 4H] (GRU) or [B, 5H] (LSTM); a
     # gradient the output mask does not ask for, or of an absent bias, comes back empty.
     def _cell_grads(input, hx, w_ih, w_hh, has_bias, mask, states=1):
@@ -364,108 +374,8 @@ def _register_fakes():
           b_ih_reverse, b_hh_reverse):
         return (*_fake_gru(input, h0, w_hh), *_fake_gru(input, h0_reverse, w_hh_reverse))
 
-    # The overloads that skip work nobody needs (csrc/overloads.cpp).
-    if _extension.has_overload("lstm_layer.reserve_optional"):
-        @lib.register_fake("rnnkit::gru_layer.reserve_optional")
-        def _(input, lengths, h0, w_ih, w_hh, b_ih, b_hh, reverse, keep_reserve):
-            output, h_n, reserve, _ = _fake_forward("gru", input, h0, w_hh)
-            return output, h_n, reserve if keep_reserve else input.new_empty((0,))
-
-        @lib.register_fake("rnnkit::lstm_layer.reserve_optional")
-        def _(input, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse, keep_reserve):
-            output, h_n, reserve, _ = _fake_forward("lstm", input, h0, w_hh)
-            return (output, h_n, c0.new_empty(c0.shape),
-                    reserve if keep_reserve else input.new_empty((0,)))
-
-    def _input_grad(input, input_grad):
-        return input.new_empty(input.shape) if input_grad else input.new_empty((0,))
-
-    if _extension.has_overload("rnn_layer_backward.input_optional"):
-        @lib.register_fake("rnnkit::rnn_layer_backward.input_optional")
-        def _(grad_output, grad_h_n, input, lengths, h0, w_ih, w_hh, b_ih, b_hh, reverse, relu,
-              output, reserve, input_grad):
-            return (_input_grad(input, input_grad), h0.new_empty(h0.shape),
-                    *_weight_grads(input, w_ih, w_hh, b_ih, b_hh))
-
-        @lib.register_fake("rnnkit::gru_layer_backward.input_optional")
-        def _(grad_output, grad_h_n, input, lengths, h0, w_ih, w_hh, b_ih, b_hh, reverse,
-              output, reserve, input_grad):
-            return (_input_grad(input, input_grad), h0.new_empty(h0.shape),
-                    *_weight_grads(input, w_ih, w_hh, b_ih, b_hh))
-
-        @lib.register_fake("rnnkit::lstm_layer_backward.input_optional")
-        def _(grad_output, grad_h_n, grad_c_n, input, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh,
-              w_hr, reverse, output, reserve, input_grad):
-            return (_input_grad(input, input_grad), h0.new_empty(h0.shape),
-                    c0.new_empty(c0.shape), *_weight_grads(input, w_ih, w_hh, b_ih, b_hh, w_hr))
-
-
-# ---------------------------------------------------------------------------
-# Autograd: forward op -> backward op. Double backward (create_graph=True)
-# differentiates the reference instead, since the backward kernels are not
-# themselves differentiable.
-
-
-def _setup(ctx, inputs, output):
-    # The forward's arguments are its tensors (input, lengths, states, weights, some
-    # of them None) followed by its flags (reverse, and relu for RNN); the backward op
-    # takes the output gradients, the same arguments, then output and reserve.
-    n_tensors = next(i for i, x in enumerate(inputs) if isinstance(x, bool))
-    ctx.n_tensors = n_tensors
-    ctx.flags = tuple(inputs[n_tensors:])
-    ctx.set_materialize_grads(False)
-    ctx.save_for_backward(*inputs[:n_tensors], *output)
-
-
-def _make_backward(cell: str):
-    ref_forward = getattr(reference, f"{cell}_layer")
-
-    def backward(ctx, *grads):
-        saved = ctx.saved_tensors
-        args, results = saved[:ctx.n_tensors], saved[ctx.n_tensors:]
-        # Every output but the reserve is differentiable; absent gradients are zeros.
-        grads = [torch.zeros_like(r) if g is None else g for g, r in zip(grads, results[:-1])]
-        differentiable = (args[0],) + args[2:]  # all but lengths
-        if torch.is_grad_enabled():
-            # create_graph=True: the backward kernels are not differentiable
-            # themselves, so differentiate the reference, keeping the graph.
-            with _no_autocast(args[0].device.type):
-                outputs = ref_forward(*args, *ctx.flags)[:len(grads)]
-            wanted = [x for x in differentiable if x is not None and x.requires_grad]
-            found = iter(torch.autograd.grad(outputs, wanted, grads, create_graph=True,
-                                             allow_unused=True))
-            found_grads = [next(found) if x is not None and x.requires_grad else None
-                           for x in differentiable]
-        else:
-            backward_op = getattr(torch.ops.rnnkit, f"{cell}_layer_backward")
-            op_args = (*grads, *args, *ctx.flags, results[0], results[-1])
-            with _no_autocast(args[0].device.type):
-                if not ctx.needs_input_grad[0] and _has_kernel_constant(
-                        f"{cell}_layer_backward.input_optional", args[0].device.type):
-                    # The input does not need a gradient (e.g. a network's first layer):
-                    # the overload that skips it.
-                    found_grads = backward_op.input_optional(*op_args, False)
-                else:
-                    found_grads = backward_op(*op_args)
-            # The gradient of an absent optional argument comes back empty.
-            found_grads = [None if x is None else g for g, x in zip(found_grads, differentiable)]
-            dx = found_grads[0]
-            if (dx is not None and args[0].is_leaf
-                    and dx.untyped_storage().nbytes() > 2 * dx.nbytes):
-                # The CPU kernels write dx over their larger gate-gradient buffer; as a
-                # leaf's .grad it would keep all of that alive.
-                found_grads[0] = dx.clone()
-        return (found_grads[0], None, *found_grads[1:]) + (None,) * len(ctx.flags)
-
-    return backward
-
-
-def _register_autograd():
-    for cell in ("rnn", "gru", "lstm"):
-        torch.library.register_autograd(f"rnnkit::{cell}_layer", _make_backward(cell),
-                                        setup_context=_setup)
-
 
 if _extension.loaded():
+    _bind_ops()
     _register_fakes()
-    _register_autograd()
+    batching.register()

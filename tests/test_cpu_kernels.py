@@ -66,12 +66,25 @@ class Case:
         self.w_hr = weight(width, H) if P is not None else None
 
     @property
-    def op(self):
-        return getattr(torch.ops.rnnkit, f"{_op_name(self.cell)}_layer")
+    def public_op(self):
+        """The differentiable op: no reserve."""
+        return getattr(torch.ops.rnnkit, f"{_op_name(self.cell)}_layer").default
+
+    @property
+    def forward_op(self):
+        """The op autograd runs: with the reserve (RNN keeps none: its public op)."""
+        if self.cell.startswith("rnn"):
+            return self.public_op
+        return getattr(torch.ops.rnnkit, f"{_op_name(self.cell)}_layer_forward").default
+
+    def op(self, *args):
+        """forward_op's outputs, with RNN's empty reserve: the reference's outputs."""
+        out = self.forward_op(*args)
+        return (*out, args[0].new_empty(0)) if self.cell.startswith("rnn") else out
 
     @property
     def backward_op(self):
-        return getattr(torch.ops.rnnkit, f"{_op_name(self.cell)}_layer_backward")
+        return getattr(torch.ops.rnnkit, f"{_op_name(self.cell)}_layer_backward").default
 
     @property
     def reference(self):
@@ -107,8 +120,10 @@ class Case:
         n = 3 if self.cell == "lstm" else 2
         return tuple(torch.randn_like(o) for o in outputs[:n])
 
-    def backward_args(self, grads, outputs):
-        return (*grads, *self.args(), outputs[0], outputs[-1])
+    def backward_args(self, grads, outputs, input_grad=True):
+        """The backward op's arguments (the reference's too) from op's outputs."""
+        saved = (outputs[0],) if self.cell.startswith("rnn") else (outputs[0], outputs[-1])
+        return (*grads, *self.args(), *saved, input_grad)
 
     def describe(self, seed):
         return f"{self.cell} {self.sizes} seed={seed}"
@@ -226,10 +241,12 @@ def _opcheck_cases(cell):
 @pytest.mark.parametrize("cell", CELLS)
 def test_opcheck_forward(cell):
     for case in _opcheck_cases(cell):
+        # The forward op is what autograd runs below the autograd key: on plain tensors.
+        torch.library.opcheck(case.forward_op, case.args())
         for t in case.state_args():
             if t is not None:
                 t.requires_grad_(True)
-        torch.library.opcheck(case.op.default, case.args())
+        torch.library.opcheck(case.public_op, case.args())
 
 
 @pytest.mark.parametrize("cell", CELLS)
@@ -238,7 +255,9 @@ def test_opcheck_backward(cell):
         with torch.no_grad():
             outputs = case.op(*case.args())
         grads = case.output_grads(outputs)
-        torch.library.opcheck(case.backward_op.default, case.backward_args(grads, outputs))
+        for input_grad in (True, False):
+            torch.library.opcheck(case.backward_op,
+                                  case.backward_args(grads, outputs, input_grad))
 
 
 @pytest.mark.parametrize("cell", CELLS)
@@ -408,9 +427,8 @@ def test_input_gradient_in_blocks(cell):
 
 @pytest.mark.parametrize("cell", CELLS)
 def test_backward_without_input_gradient(cell):
-    """The input_optional overloads: the same gradients with input_grad=True, and
-    an empty gradient of the input (the rest unchanged) with input_grad=False;
-    autograd takes the latter when the input does not require grad."""
+    """input_grad=False: an empty gradient of the input, the others unchanged; autograd
+    asks for it when the input does not require grad."""
     seed = _fresh_seed()
     rng = random.Random(seed)
     torch.manual_seed(seed)
@@ -419,61 +437,38 @@ def test_backward_without_input_gradient(cell):
         with torch.no_grad():
             outputs = case.op(*case.args())
         grads = case.output_grads(outputs)
-        args = case.backward_args(grads, outputs)
-        full = case.backward_op(*args)
-        every = case.backward_op.input_optional(*args, True)
-        some = case.backward_op.input_optional(*args, False)
+        every = case.backward_op(*case.backward_args(grads, outputs, True))
+        some = case.backward_op(*case.backward_args(grads, outputs, False))
         assert some[0].shape == (0,) and some[0].dtype == dtype
-        for a, b, c in zip(full[1:], every[1:], some[1:]):
-            assert torch.equal(a, b) and torch.equal(a, c), case.describe(seed)
-        assert torch.equal(full[0], every[0])
+        for a, b in zip(every[1:], some[1:]):
+            assert torch.equal(a, b), case.describe(seed)
     for t in case.state_args()[1:]:
         if t is not None:
             t.requires_grad_(True)
-    with ops.record_paths():
-        out = case.ops_fn(*case.args())
+    out = case.ops_fn(*case.args())
     sum(o.sum() for o in out).backward()
     assert case.input.grad is None
     assert case.w_hh.grad is not None
 
 
-@pytest.mark.parametrize("cell", CELLS)
-def test_opcheck_backward_input_optional(cell):
-    for case in _opcheck_cases(cell):
-        with torch.no_grad():
-            outputs = case.op(*case.args())
-        grads = case.output_grads(outputs)
-        for flag in (True, False):
-            torch.library.opcheck(case.backward_op.input_optional,
-                                  case.backward_args(grads, outputs) + (flag,))
-
-
 @pytest.mark.parametrize("cell", ["gru", "lstm"])
-def test_forward_without_reserve(cell):
-    """The reserve_optional overloads: the same outputs, and an empty reserve with
-    keep_reserve=False; the ops take it when no backward can follow."""
+def test_public_op_keeps_no_reserve(cell):
+    """The public op returns the forward op's outputs without the reserve, and runs when
+    no backward can follow; with one, autograd runs the forward op."""
     seed = _fresh_seed()
     rng = random.Random(seed)
     torch.manual_seed(seed)
     for dtype in (torch.float64, torch.float32, torch.bfloat16):
         case = random_case(cell, rng, dtype)
         with torch.no_grad():
-            full = case.op(*case.args())
-            kept = case.op.reserve_optional(*case.args(), True)
-            none = case.op.reserve_optional(*case.args(), False)
-        assert none[-1].shape == (0,) and none[-1].dtype == dtype
-        for a, b in zip(full, kept):
-            assert torch.equal(a, b), case.describe(seed)
-        for a, b in zip(full[:-1], none[:-1]):
-            assert torch.equal(a, b), case.describe(seed)
-        with torch.no_grad():
+            full = case.forward_op(*case.args())
+            public = case.public_op(*case.args())
             through_ops = case.ops_fn(*case.args())
-        for a, b in zip(full, through_ops):
+        assert len(public) == len(full) - 1
+        for a, b, c in zip(full, public, through_ops):
+            assert torch.equal(a, b) and torch.equal(a, c), case.describe(seed)
+        case.w_hh.requires_grad_(True)
+        trained = case.ops_fn(*case.args())
+        for a, b in zip(full, trained):
             assert torch.equal(a, b), case.describe(seed)
-
-
-@pytest.mark.parametrize("cell", ["gru", "lstm"])
-def test_opcheck_forward_reserve_optional(cell):
-    for case in _opcheck_cases(cell):
-        for flag in (True, False):
-            torch.library.opcheck(case.op.reserve_optional, case.args() + (flag,))
+        assert trained[0].grad_fn.name() == f"Rnnkit{cell.upper()}LayerBackward"

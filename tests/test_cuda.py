@@ -20,8 +20,8 @@ pytestmark = [
     pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
 ]
 
-LAYER_OPS = ["rnn_layer", "rnn_layer_backward", "gru_layer", "gru_layer_backward",
-             "lstm_layer", "lstm_layer_backward"]
+LAYER_OPS = ["rnn_layer", "rnn_layer_backward", "gru_layer", "gru_layer_forward",
+             "gru_layer_backward", "lstm_layer", "lstm_layer_forward", "lstm_layer_backward"]
 CELLS = ["rnn_tanh", "rnn_relu", "gru", "lstm", "lstm_proj"]
 GATES = {"rnn_tanh": 1, "rnn_relu": 1, "gru": 3, "lstm": 4, "lstm_proj": 4}
 
@@ -89,15 +89,19 @@ def make_args(cell, T=7, B=5, I=6, H=8, P=5, bias=True, lengths="none", dtype=to
 
 
 def forward(impl, cell, a, reverse):
-    """impl: torch.ops.rnnkit or rnnkit.reference."""
+    """impl: torch.ops.rnnkit or rnnkit.reference -> the outputs with the reserve (the
+    compiled ops' *_layer_forward; RNN keeps an empty reserve)."""
     if cell.startswith("rnn"):
-        return impl.rnn_layer(a["input"], a["lengths"], a["h0"], a["w_ih"], a["w_hh"], a["b_ih"],
-                              a["b_hh"], reverse, cell == "rnn_relu")
+        out = impl.rnn_layer(a["input"], a["lengths"], a["h0"], a["w_ih"], a["w_hh"],
+                             a["b_ih"], a["b_hh"], reverse, cell == "rnn_relu")
+        return out if len(out) == 3 else (*out, a["input"].new_empty(0))
+    gru = getattr(impl, "gru_layer_forward", impl.gru_layer)
+    lstm = getattr(impl, "lstm_layer_forward", impl.lstm_layer)
     if cell == "gru":
-        return impl.gru_layer(a["input"], a["lengths"], a["h0"], a["w_ih"], a["w_hh"], a["b_ih"],
-                              a["b_hh"], reverse)
-    return impl.lstm_layer(a["input"], a["lengths"], a["h0"], a["c0"], a["w_ih"], a["w_hh"],
-                           a["b_ih"], a["b_hh"], a["w_hr"], reverse)
+        return gru(a["input"], a["lengths"], a["h0"], a["w_ih"], a["w_hh"], a["b_ih"],
+                   a["b_hh"], reverse)
+    return lstm(a["input"], a["lengths"], a["h0"], a["c0"], a["w_ih"], a["w_hh"],
+                a["b_ih"], a["b_hh"], a["w_hr"], reverse)
 
 
 def backward(impl, cell, a, reverse, out, seed=1):
@@ -111,16 +115,16 @@ def backward(impl, cell, a, reverse, out, seed=1):
         output, h_n, reserve = out
         return impl.rnn_layer_backward(like(output), like(h_n), a["input"], a["lengths"], a["h0"],
                                        a["w_ih"], a["w_hh"], a["b_ih"], a["b_hh"], reverse,
-                                       cell == "rnn_relu", output, reserve)
+                                       cell == "rnn_relu", output, True)
     if cell == "gru":
         output, h_n, reserve = out
         return impl.gru_layer_backward(like(output), like(h_n), a["input"], a["lengths"], a["h0"],
                                        a["w_ih"], a["w_hh"], a["b_ih"], a["b_hh"], reverse, output,
-                                       reserve)
+                                       reserve, True)
     output, h_n, c_n, reserve = out
     return impl.lstm_layer_backward(like(output), like(h_n), like(c_n), a["input"], a["lengths"],
                                     a["h0"], a["c0"], a["w_ih"], a["w_hh"], a["b_ih"], a["b_hh"],
-                                    a["w_hr"], reverse, output, reserve)
+                                    a["w_hr"], reverse, output, reserve, True)
 
 
 def assert_all_close(got, want, **tol):
@@ -273,25 +277,28 @@ def test_opcheck(cell, lengths):
     def like(t):
         return torch.randn(t.shape, generator=g, dtype=t.dtype).to(t.device)
 
+    r = torch.ops.rnnkit
     if cell.startswith("rnn"):
-        op, bop = torch.ops.rnnkit.rnn_layer, torch.ops.rnnkit.rnn_layer_backward
+        ops_, bop = [r.rnn_layer], r.rnn_layer_backward
         fargs = (a["input"], a["lengths"], a["h0"], a["w_ih"], a["w_hh"], a["b_ih"], a["b_hh"],
                  True, cell == "rnn_relu")
-        bargs = (like(out[0]), like(out[1]), *fargs, out[0], out[2])
+        bargs = (like(out[0]), like(out[1]), *fargs, out[0])
     elif cell == "gru":
-        op, bop = torch.ops.rnnkit.gru_layer, torch.ops.rnnkit.gru_layer_backward
+        ops_, bop = [r.gru_layer, r.gru_layer_forward], r.gru_layer_backward
         fargs = (a["input"], a["lengths"], a["h0"], a["w_ih"], a["w_hh"], a["b_ih"], a["b_hh"],
                  True)
         bargs = (like(out[0]), like(out[1]), *fargs, out[0], out[2])
     else:
-        op, bop = torch.ops.rnnkit.lstm_layer, torch.ops.rnnkit.lstm_layer_backward
+        ops_, bop = [r.lstm_layer, r.lstm_layer_forward], r.lstm_layer_backward
         fargs = (a["input"], a["lengths"], a["h0"], a["c0"], a["w_ih"], a["w_hh"], a["b_ih"],
                  a["b_hh"], a["w_hr"], True)
         bargs = (like(out[0]), like(out[1]), like(out[2]), *fargs, out[0], out[3])
-    torch.library.opcheck(bop, bargs)
+    for input_grad in (True, False):
+        torch.library.opcheck(bop, bargs + (input_grad,))
     fargs = tuple(x.clone().requires_grad_(x.is_floating_point()) if isinstance(x, torch.Tensor)
                   else x for x in fargs)
-    torch.library.opcheck(op, fargs)
+    for op in ops_:
+        torch.library.opcheck(op, fargs)
 
 
 # ---------------------------------------------------------------------------

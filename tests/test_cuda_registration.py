@@ -14,8 +14,8 @@ from rnnkit import _extension
 
 LAYER_OPS = [
     "rnn_layer", "rnn_layer_backward",
-    "gru_layer", "gru_layer_backward",
-    "lstm_layer", "lstm_layer_backward",
+    "gru_layer", "gru_layer_forward", "gru_layer_backward",
+    "lstm_layer", "lstm_layer_forward", "lstm_layer_backward",
 ]
 
 

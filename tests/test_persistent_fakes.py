@@ -48,9 +48,9 @@ def run_persistent(cell, bidirectional, input, lengths, fwd, rev):
 
 
 def expected_on_cpu(cell, bidirectional, dtype, lengths, bias):
-    """The CPU layer op's outputs (same contract), run for real."""
+    """The CPU forward op's outputs (same contract), run for real."""
     input = torch.randn(T, B, I, dtype=dtype)
-    op = getattr(torch.ops.rnnkit, f"{cell}_layer")
+    op = getattr(torch.ops.rnnkit, f"{cell}_layer_forward")
     w_hr = (None,) if cell == "lstm" else ()
     outs = []
     for reverse in ([False, True] if bidirectional else [False]):

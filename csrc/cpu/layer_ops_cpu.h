@@ -1,11 +1,10 @@
 #pragma once
-// The CPU kernels of the layer ops, one forward and one backward per cell kind,
-// with the signatures of their schemas in csrc/rnnkit.cpp. The backward ones take
-// the trailing flag of the `input_optional` overloads: input_grad=false returns
-// an empty gradient of the input without computing it (the default overloads
-// pass true). Likewise the forward ones of the GRU and the LSTM take the flag of
-// the `reserve_optional` overloads: keep_reserve=false returns an empty reserve and does
-// not write one.
+// The CPU kernels of the layer ops, one forward and one backward per cell kind
+// (schemas: csrc/rnnkit.cpp; registered, with the adapters the schemas need, by
+// register_cpu.cpp). The backward ones take the schemas' flag input_grad: false returns
+// an empty gradient of the input without computing it. The forward ones of the GRU and
+// the LSTM take keep_reserve: false (the public op, after which no backward runs)
+// returns an empty reserve and does not write one.
 
 #include <ATen/core/Tensor.h>
 

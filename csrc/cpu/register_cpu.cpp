@@ -1,11 +1,12 @@
-// Registers the CPU kernels of the layer ops (the input_optional overloads of the
-// backward ops: csrc/overloads.cpp), of the cell ops, and the CPU-only _cpu_isa op.
+// Registers the CPU kernels of the layer ops and of the cell ops (schemas: csrc/rnnkit.cpp),
+// and the CPU-only _cpu_isa op.
 
 #include <torch/library.h>
 
 #include <string>
 
 #include "cell_ops_cpu.h"
+#include "rnnkit/no_autocast.h"
 #include "fast_path.h"
 #include "layer_ops_cpu.h"
 
@@ -13,48 +14,84 @@ namespace rnnkit {
 namespace cpu {
 namespace {
 
-// The default overloads of the forward ops keep the reserve for the backward.
-std::tuple<Tensor, Tensor, Tensor> gru_layer_all(const Tensor& input, const OptTensor& lengths,
-                                                 const Tensor& h0, const Tensor& w_ih,
-                                                 const Tensor& w_hh, const OptTensor& b_ih,
-                                                 const OptTensor& b_hh, bool reverse) {
+// The public layer ops keep no reserve; the *_layer_forward ones, which autograd runs, do.
+// Every layer op leaves autocast out: the modules cast as torch.nn does before the call,
+// and the kernels' own GEMMs must not be cast again.
+std::tuple<Tensor, Tensor> rnn_layer_only(const Tensor& input, const OptTensor& lengths,
+                                          const Tensor& h0, const Tensor& w_ih,
+                                          const Tensor& w_hh, const OptTensor& b_ih,
+                                          const OptTensor& b_hh, bool reverse, bool relu) {
+  NoAutocast no_autocast;
+  auto [output, h_n, reserve] = rnn_layer(input, lengths, h0, w_ih, w_hh, b_ih, b_hh, reverse, relu);
+  return {output, h_n};
+}
+
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> rnn_layer_backward_op(
+    const Tensor& grad_output, const Tensor& grad_h_n, const Tensor& input,
+    const OptTensor& lengths, const Tensor& h0, const Tensor& w_ih, const Tensor& w_hh,
+    const OptTensor& b_ih, const OptTensor& b_hh, bool reverse, bool relu, const Tensor& output,
+    bool input_grad) {
+  NoAutocast no_autocast;
+  return rnn_layer_backward(grad_output, grad_h_n, input, lengths, h0, w_ih, w_hh, b_ih, b_hh,
+                            reverse, relu, output, input.new_empty({0}), input_grad);
+}
+
+std::tuple<Tensor, Tensor> gru_layer_only(const Tensor& input, const OptTensor& lengths,
+                                          const Tensor& h0, const Tensor& w_ih,
+                                          const Tensor& w_hh, const OptTensor& b_ih,
+                                          const OptTensor& b_hh, bool reverse) {
+  NoAutocast no_autocast;
+  auto [output, h_n, reserve] =
+      gru_layer(input, lengths, h0, w_ih, w_hh, b_ih, b_hh, reverse, /*keep_reserve=*/false);
+  return {output, h_n};
+}
+
+std::tuple<Tensor, Tensor, Tensor> gru_layer_forward(const Tensor& input,
+                                                     const OptTensor& lengths, const Tensor& h0,
+                                                     const Tensor& w_ih, const Tensor& w_hh,
+                                                     const OptTensor& b_ih,
+                                                     const OptTensor& b_hh, bool reverse) {
+  NoAutocast no_autocast;
   return gru_layer(input, lengths, h0, w_ih, w_hh, b_ih, b_hh, reverse, /*keep_reserve=*/true);
 }
 
-std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_layer_all(
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_layer_backward_op(
+    const Tensor& grad_output, const Tensor& grad_h_n, const Tensor& input,
+    const OptTensor& lengths, const Tensor& h0, const Tensor& w_ih, const Tensor& w_hh,
+    const OptTensor& b_ih, const OptTensor& b_hh, bool reverse, const Tensor& output,
+    const Tensor& reserve, bool input_grad) {
+  NoAutocast no_autocast;
+  return gru_layer_backward(grad_output, grad_h_n, input, lengths, h0, w_ih, w_hh, b_ih, b_hh,
+                            reverse, output, reserve, input_grad);
+}
+
+std::tuple<Tensor, Tensor, Tensor> lstm_layer_only(
     const Tensor& input, const OptTensor& lengths, const Tensor& h0, const Tensor& c0,
     const Tensor& w_ih, const Tensor& w_hh, const OptTensor& b_ih, const OptTensor& b_hh,
     const OptTensor& w_hr, bool reverse) {
+  NoAutocast no_autocast;
+  auto [output, h_n, c_n, reserve] = lstm_layer(input, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh,
+                                                w_hr, reverse, /*keep_reserve=*/false);
+  return {output, h_n, c_n};
+}
+
+std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_layer_forward(
+    const Tensor& input, const OptTensor& lengths, const Tensor& h0, const Tensor& c0,
+    const Tensor& w_ih, const Tensor& w_hh, const OptTensor& b_ih, const OptTensor& b_hh,
+    const OptTensor& w_hr, bool reverse) {
+  NoAutocast no_autocast;
   return lstm_layer(input, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse,
                     /*keep_reserve=*/true);
 }
 
-// The default overloads of the backward ops compute every gradient.
-std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> rnn_layer_backward_all(
-    const Tensor& grad_output, const Tensor& grad_h_n, const Tensor& input,
-    const OptTensor& lengths, const Tensor& h0, const Tensor& w_ih, const Tensor& w_hh,
-    const OptTensor& b_ih, const OptTensor& b_hh, bool reverse, bool relu, const Tensor& output,
-    const Tensor& reserve) {
-  return rnn_layer_backward(grad_output, grad_h_n, input, lengths, h0, w_ih, w_hh, b_ih, b_hh,
-                            reverse, relu, output, reserve, /*input_grad=*/true);
-}
-
-std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_layer_backward_all(
-    const Tensor& grad_output, const Tensor& grad_h_n, const Tensor& input,
-    const OptTensor& lengths, const Tensor& h0, const Tensor& w_ih, const Tensor& w_hh,
-    const OptTensor& b_ih, const OptTensor& b_hh, bool reverse, const Tensor& output,
-    const Tensor& reserve) {
-  return gru_layer_backward(grad_output, grad_h_n, input, lengths, h0, w_ih, w_hh, b_ih, b_hh,
-                            reverse, output, reserve, /*input_grad=*/true);
-}
-
-std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_backward_all(
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_backward_op(
     const Tensor& grad_output, const Tensor& grad_h_n, const Tensor& grad_c_n, const Tensor& input,
     const OptTensor& lengths, const Tensor& h0, const Tensor& c0, const Tensor& w_ih,
     const Tensor& w_hh, const OptTensor& b_ih, const OptTensor& b_hh, const OptTensor& w_hr,
-    bool reverse, const Tensor& output, const Tensor& reserve) {
+    bool reverse, const Tensor& output, const Tensor& reserve, bool input_grad) {
+  NoAutocast no_autocast;
   return lstm_layer_backward(grad_output, grad_h_n, grad_c_n, input, lengths, h0, c0, w_ih, w_hh,
-                             b_ih, b_hh, w_hr, reverse, output, reserve, /*input_grad=*/true);
+                             b_ih, b_hh, w_hr, reverse, output, reserve, input_grad);
 }
 
 // The public cell ops keep no reserve; the *_cell_forward ones, which autograd runs, do.
@@ -95,12 +132,14 @@ TORCH_LIBRARY_FRAGMENT(rnnkit, m) {
 }
 
 TORCH_LIBRARY_IMPL(rnnkit, CPU, m) {
-  m.impl("rnn_layer", &rnnkit::cpu::rnn_layer);
-  m.impl("rnn_layer_backward", &rnnkit::cpu::rnn_layer_backward_all);
-  m.impl("gru_layer", &rnnkit::cpu::gru_layer_all);
-  m.impl("gru_layer_backward", &rnnkit::cpu::gru_layer_backward_all);
-  m.impl("lstm_layer", &rnnkit::cpu::lstm_layer_all);
-  m.impl("lstm_layer_backward", &rnnkit::cpu::lstm_layer_backward_all);
+  m.impl("rnn_layer", &rnnkit::cpu::rnn_layer_only);
+  m.impl("rnn_layer_backward", &rnnkit::cpu::rnn_layer_backward_op);
+  m.impl("gru_layer", &rnnkit::cpu::gru_layer_only);
+  m.impl("gru_layer_forward", &rnnkit::cpu::gru_layer_forward);
+  m.impl("gru_layer_backward", &rnnkit::cpu::gru_layer_backward_op);
+  m.impl("lstm_layer", &rnnkit::cpu::lstm_layer_only);
+  m.impl("lstm_layer_forward", &rnnkit::cpu::lstm_layer_forward);
+  m.impl("lstm_layer_backward", &rnnkit::cpu::lstm_layer_backward_op);
 
   m.impl("rnn_cell", &rnnkit::cpu::rnn_cell);
   m.impl("rnn_cell_backward", &rnnkit::cpu::rnn_cell_backward);

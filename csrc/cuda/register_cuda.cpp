@@ -1,5 +1,8 @@
-// Registers the CUDA layer ops (csrc/cuda/{rnn,gru,lstm}.cu) for the CUDA
-// dispatch key of the schemas in csrc/rnnkit.cpp.
+// Registers the CUDA layer ops (csrc/cuda/{rnn,gru,lstm}.cu) for the CUDA dispatch key
+// of the schemas in csrc/rnnkit.cpp, through the adapters the schemas need: the public
+// forward ops drop the reserve (the kernels always write it), the backward ops drop the
+// input's gradient when input_grad=false (the kernels always compute it), and every op
+// leaves autocast out (the modules cast before the call).
 //
 // A .cpp file rather than a .cu one: it has no device code, and torch/library.h
 // costs about 15 s through the host compiler but about 75 s through nvcc (which
@@ -11,14 +14,111 @@
 #include <torch/library.h>
 
 #include "layer_cuda.h"
+#include "rnnkit/no_autocast.h"
+
+namespace rnnkit {
+namespace cuda {
+namespace {
+
+template <typename Tuple>
+Tuple without_input_grad(Tuple grads, const Tensor& input, bool input_grad) {
+  if (!input_grad) std::get<0>(grads) = input.new_empty({0});
+  return grads;
+}
+
+std::tuple<Tensor, Tensor> rnn_layer_only(const Tensor& input, const OptTensor& lengths,
+                                          const Tensor& h0, const Tensor& w_ih,
+                                          const Tensor& w_hh, const OptTensor& b_ih,
+                                          const OptTensor& b_hh, bool reverse, bool relu) {
+  NoAutocast no_autocast;
+  auto [output, h_n, reserve] = rnn_layer(input, lengths, h0, w_ih, w_hh, b_ih, b_hh, reverse, relu);
+  return {output, h_n};
+}
+
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> rnn_layer_backward_op(
+    const Tensor& grad_output, const Tensor& grad_h_n, const Tensor& input,
+    const OptTensor& lengths, const Tensor& h0, const Tensor& w_ih, const Tensor& w_hh,
+    const OptTensor& b_ih, const OptTensor& b_hh, bool reverse, bool relu, const Tensor& output,
+    bool input_grad) {
+  NoAutocast no_autocast;
+  return without_input_grad(rnn_layer_backward(grad_output, grad_h_n, input, lengths, h0, w_ih,
+                                               w_hh, b_ih, b_hh, reverse, relu, output,
+                                               input.new_empty({0})),
+                            input, input_grad);
+}
+
+std::tuple<Tensor, Tensor> gru_layer_only(const Tensor& input, const OptTensor& lengths,
+                                          const Tensor& h0, const Tensor& w_ih,
+                                          const Tensor& w_hh, const OptTensor& b_ih,
+                                          const OptTensor& b_hh, bool reverse) {
+  NoAutocast no_autocast;
+  auto [output, h_n, reserve] = gru_layer(input, lengths, h0, w_ih, w_hh, b_ih, b_hh, reverse);
+  return {output, h_n};
+}
+
+std::tuple<Tensor, Tensor, Tensor> gru_layer_forward(const Tensor& input,
+                                                     const OptTensor& lengths, const Tensor& h0,
+                                                     const Tensor& w_ih, const Tensor& w_hh,
+                                                     const OptTensor& b_ih,
+                                                     const OptTensor& b_hh, bool reverse) {
+  NoAutocast no_autocast;
+  return gru_layer(input, lengths, h0, w_ih, w_hh, b_ih, b_hh, reverse);
+}
+
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_layer_backward_op(
+    const Tensor& grad_output, const Tensor& grad_h_n, const Tensor& input,
+    const OptTensor& lengths, const Tensor& h0, const Tensor& w_ih, const Tensor& w_hh,
+    const OptTensor& b_ih, const OptTensor& b_hh, bool reverse, const Tensor& output,
+    const Tensor& reserve, bool input_grad) {
+  NoAutocast no_autocast;
+  return without_input_grad(gru_layer_backward(grad_output, grad_h_n, input, lengths, h0, w_ih,
+                                               w_hh, b_ih, b_hh, reverse, output, reserve),
+                            input, input_grad);
+}
+
+std::tuple<Tensor, Tensor, Tensor> lstm_layer_only(
+    const Tensor& input, const OptTensor& lengths, const Tensor& h0, const Tensor& c0,
+    const Tensor& w_ih, const Tensor& w_hh, const OptTensor& b_ih, const OptTensor& b_hh,
+    const OptTensor& w_hr, bool reverse) {
+  NoAutocast no_autocast;
+  auto [output, h_n, c_n, reserve] =
+      lstm_layer(input, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse);
+  return {output, h_n, c_n};
+}
+
+std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_layer_forward(
+    const Tensor& input, const OptTensor& lengths, const Tensor& h0, const Tensor& c0,
+    const Tensor& w_ih, const Tensor& w_hh, const OptTensor& b_ih, const OptTensor& b_hh,
+    const OptTensor& w_hr, bool reverse) {
+  NoAutocast no_autocast;
+  return lstm_layer(input, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse);
+}
+
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_backward_op(
+    const Tensor& grad_output, const Tensor& grad_h_n, const Tensor& grad_c_n, const Tensor& input,
+    const OptTensor& lengths, const Tensor& h0, const Tensor& c0, const Tensor& w_ih,
+    const Tensor& w_hh, const OptTensor& b_ih, const OptTensor& b_hh, const OptTensor& w_hr,
+    bool reverse, const Tensor& output, const Tensor& reserve, bool input_grad) {
+  NoAutocast no_autocast;
+  return without_input_grad(
+      lstm_layer_backward(grad_output, grad_h_n, grad_c_n, input, lengths, h0, c0, w_ih, w_hh,
+                          b_ih, b_hh, w_hr, reverse, output, reserve),
+      input, input_grad);
+}
+
+}  // namespace
+}  // namespace cuda
+}  // namespace rnnkit
 
 TORCH_LIBRARY_IMPL(rnnkit, CUDA, m) {
-  m.impl("rnn_layer", &rnnkit::cuda::rnn_layer);
-  m.impl("rnn_layer_backward", &rnnkit::cuda::rnn_layer_backward);
-  m.impl("gru_layer", &rnnkit::cuda::gru_layer);
-  m.impl("gru_layer_backward", &rnnkit::cuda::gru_layer_backward);
-  m.impl("lstm_layer", &rnnkit::cuda::lstm_layer);
-  m.impl("lstm_layer_backward", &rnnkit::cuda::lstm_layer_backward);
+  m.impl("rnn_layer", &rnnkit::cuda::rnn_layer_only);
+  m.impl("rnn_layer_backward", &rnnkit::cuda::rnn_layer_backward_op);
+  m.impl("gru_layer", &rnnkit::cuda::gru_layer_only);
+  m.impl("gru_layer_forward", &rnnkit::cuda::gru_layer_forward);
+  m.impl("gru_layer_backward", &rnnkit::cuda::gru_layer_backward_op);
+  m.impl("lstm_layer", &rnnkit::cuda::lstm_layer_only);
+  m.impl("lstm_layer_forward", &rnnkit::cuda::lstm_layer_forward);
+  m.impl("lstm_layer_backward", &rnnkit::cuda::lstm_layer_backward_op);
 }
 
 #endif  // RNNKIT_WITH_CUDA

@@ -45,14 +45,15 @@ def _repack(padded: Tensor, mask: Tensor) -> Tensor:
 
 
 def _check_devices(input: Tensor, weights, states) -> None:
-    if any(w is not None and w.device != input.device for w in weights):
-        raise RuntimeError("Input and parameter tensors are not at the same device, found input "
-                           f"tensor at {input.device} and parameter tensor at "
-                           f"{next(w.device for w in weights if w.device != input.device)}")
-    if any(s.device != input.device for s in states):
-        raise RuntimeError("Input and hidden tensors are not at the same device, found input "
-                           f"tensor at {input.device} and hidden tensor at "
-                           f"{next(s.device for s in states if s.device != input.device)}")
+    device = input.device
+    for w in weights:
+        if w is not None and w.device != device:
+            raise RuntimeError("Input and parameter tensors are not at the same device, found "
+                               f"input tensor at {device} and parameter tensor at {w.device}")
+    for s in states:
+        if s.device != device:
+            raise RuntimeError("Input and hidden tensors are not at the same device, found "
+                               f"input tensor at {device} and hidden tensor at {s.device}")
 
 
 # On CPU, autocast reaches torch.nn's recurrent kernels only through their matmuls: RNN and
@@ -81,6 +82,9 @@ def _refuse_scripting(self):
                        "torch.jit.trace")
 
 
+_NOT_A_PARAMETER = object()
+
+
 class RNNBase(nn.RNNBase):
     """Shared forward machinery of RNN, GRU and LSTM."""
 
@@ -98,18 +102,29 @@ class RNNBase(nn.RNNBase):
 
     # ---- common pieces
     def _weights(self):
-        self._update_flat_weights()
+        # Brought up to date once per forward, at its start (as torch.nn does).
         return self._flat_weights
 
+    def _update_flat_weights(self) -> None:
+        # torch.nn's check (has a weight been replaced since the last forward, as
+        # torch.func.functional_call does?) through getattr costs about 8 us per call, most
+        # of a short call's overhead; the registered parameters answer it directly.
+        params = self._parameters
+        for name, weight in zip(self._flat_weights_names, self._flat_weights):
+            current = params.get(name, _NOT_A_PARAMETER)
+            if current is _NOT_A_PARAMETER:
+                # A parametrization or a plain attribute: torch.nn's own check.
+                return super()._update_flat_weights()
+            if current is not weight:
+                return self._init_flat_weights()
+        return None
+
     def _default_hx(self, input: Tensor, batch: int):
-        num_directions = 2 if self.bidirectional else 1
-        h_width = self.proj_size if self.proj_size > 0 else self.hidden_size
-        shape = (self.num_layers * num_directions, batch)
-        h = torch.zeros(shape + (h_width,), dtype=input.dtype, device=input.device)
+        layers = self.num_layers * (2 if self.bidirectional else 1)
+        h = input.new_zeros((layers, batch, self.proj_size or self.hidden_size))
         if self.mode != "LSTM":
             return h
-        c = torch.zeros(shape + (self.hidden_size,), dtype=input.dtype, device=input.device)
-        return (h, c)
+        return (h, input.new_zeros((layers, batch, self.hidden_size)))
 
     def _compute(self, input, states, lengths):
         """Runs the stack on time-major input; handles devices and autocast."""

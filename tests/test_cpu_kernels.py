@@ -198,6 +198,37 @@ def test_edge_configurations(cell):
         check_against_reference(case, seed, atol, rtol)
 
 
+@pytest.mark.parametrize("cell", CELLS)
+def test_single_step(cell):
+    """T = 1, the streaming case, runs as one cell step (csrc/cpu/single_step.h) unless a
+    sequence has length 0 or the LSTM projects: every variant against the reference, the
+    outputs distinct tensors, the reserve with the layer's layout."""
+    seed = _fresh_seed()
+    torch.manual_seed(seed)
+    P = 3 if cell == "lstm" else None
+    cases = [
+        Case(cell, T=1, B=1, I=3, H=8),
+        Case(cell, T=1, B=4, I=5, H=17, bias=False, reverse=True),
+        Case(cell, T=1, B=3, I=2, H=6, lengths=torch.tensor([1, 1, 1])),
+        Case(cell, T=1, B=3, I=2, H=6, lengths=torch.tensor([1, 0, 1])),  # the general path
+        Case(cell, T=1, B=2, I=4, H=5, P=P),
+        Case(cell, T=1, B=5, I=4, H=40, dtype=torch.float32, noncontiguous=True),
+    ]
+    for case in cases:
+        atol, rtol = (1e-10, 1e-9) if case.input.dtype == torch.float64 else (2e-5, 1e-4)
+        check_against_reference(case, seed, atol, rtol)
+        with torch.no_grad():
+            out = case.op(*case.args())
+        storages = {o.untyped_storage().data_ptr() for o in out if o.numel()}
+        assert len(storages) == sum(1 for o in out if o.numel()), case.describe(seed)
+        grads = case.output_grads(out)
+        some = case.backward_op(*case.backward_args(grads, out, False))
+        every = case.backward_op(*case.backward_args(grads, out, True))
+        assert some[0].shape == (0,)
+        for a, b in zip(some[1:], every[1:]):
+            assert torch.equal(a, b), case.describe(seed)
+
+
 def _upcast(args):
     return tuple(a.float() if isinstance(a, torch.Tensor) and a.is_floating_point() else a
                  for a in args)
@@ -235,6 +266,7 @@ def _opcheck_cases(cell):
     return [
         Case(cell, T=3, B=2, I=3, H=4, P=P, lengths=torch.tensor([3, 1]), reverse=True),
         Case(cell, T=2, B=3, I=2, H=5, bias=False, dtype=torch.float32),
+        Case(cell, T=1, B=2, I=3, H=4),  # one step: the cell kernels
     ]
 
 

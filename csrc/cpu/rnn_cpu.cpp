@@ -10,6 +10,7 @@
 #include "fast_path.h"
 #include "layer_ops_cpu.h"
 #include "rnnkit/layer_checks.h"
+#include "single_step.h"
 #include "vec_math.h"
 
 namespace rnnkit {
@@ -104,6 +105,9 @@ std::tuple<Tensor, Tensor, Tensor> rnn_layer(
   const auto ct = compute_dtype(dtype);
   const auto opts = input.options().dtype(ct);
   const std::vector<int64_t> len = sequence_lengths(lengths, B, T);
+  if (one_step::applies(T, B, H, len, false)) {
+    return one_step::rnn(input, h0, w_ih, w_hh, b_ih, b_hh, relu);
+  }
 
   const Tensor x = prepare(input, ct);
   const Tensor wih = prepare(w_ih, ct), whh = prepare(w_hh, ct);
@@ -149,6 +153,10 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> rnn_layer_backward(
   const auto ct = compute_dtype(dtype);
   const auto opts = input.options().dtype(ct);
   const std::vector<int64_t> len = sequence_lengths(lengths, B, T);
+  if (one_step::applies(T, B, H, len, false)) {
+    return one_step::rnn_backward(grad_output, grad_h_n, input, h0, w_ih, w_hh, sz.has_bias, relu,
+                                  output, input_grad);
+  }
 
   const fast::Kernels* fk = ct == at::kFloat ? fast::select() : nullptr;
   Tensor gout_copy;  // the fast path reads grad_output in place when it can

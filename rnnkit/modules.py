@@ -308,41 +308,51 @@ class LSTM(RNNBase):
 # the checks (with torch's messages), the batch dimension, and one call.
 
 
+def _cell_weights(cell):
+    """[w_ih, w_hh, b_ih, b_hh] (None biases when bias=False), from the registered
+    parameters when they are there (getattr through nn.Module costs more than the step's
+    own dispatch at small sizes), else through getattr (a parametrization)."""
+    params = cell._parameters
+    try:
+        return [params["weight_ih"], params["weight_hh"], params["bias_ih"], params["bias_hh"]]
+    except KeyError:
+        return [cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh]
+
+
 def _cell_prepare(cell, name, input, hx, n_states):
     """Checks a cell's arguments as torch.nn does -> (input [B, I], states of [B, H],
     [w_ih, w_hh, b_ih, b_hh] with None biases when bias=False, whether input was batched),
     cast as torch.nn's cell computes under autocast."""
     input_dim = input.dim()
-    if input_dim not in (1, 2):
+    if input_dim != 2 and input_dim != 1:
         raise ValueError(f"{name}: Expected input to be 1D or 2D, got {input_dim}D instead")
-    if hx is not None:
+    is_batched = input_dim == 2
+    if hx is None:
+        zeros = input.new_zeros((input.size(0) if is_batched else 1, cell.hidden_size))
+        states = (zeros,) * n_states
+    else:
         if n_states == 1:
             if hx.dim() not in (1, 2):
                 raise ValueError(f"{name}: Expected hidden to be 1D or 2D, got {hx.dim()}D instead")
+            states = (hx,)
         else:
             for idx, value in enumerate(hx):
                 if value.dim() not in (1, 2):
                     raise ValueError(f"{name}: Expected hx[{idx}] to be 1D or 2D, got "
                                      f"{value.dim()}D instead")
-    is_batched = input_dim == 2
-    if not is_batched:
-        input = input.unsqueeze(0)
-    if hx is None:
-        zeros = torch.zeros(input.size(0), cell.hidden_size, dtype=input.dtype,
-                            device=input.device)
-        states = (zeros,) * n_states
-    else:
-        states = (hx,) if n_states == 1 else tuple(hx)
-        if len(states) != n_states:
-            raise RuntimeError("lstm_cell expects two hidden states")
+            states = tuple(hx)
+            if len(states) != n_states:
+                raise RuntimeError("lstm_cell expects two hidden states")
         for i, s in enumerate(states):  # as the user gave them, before any unsqueeze
             if s.dim() != input_dim:
                 raise RuntimeError(f"hidden{i} must be {input_dim}-D for {input_dim}-D input, "
                                    f"got {s.dim()}-D")
         if not is_batched:
             states = tuple(s.unsqueeze(0) for s in states)
+    if not is_batched:
+        input = input.unsqueeze(0)
     # The sizes are checked by the cell op, with torch's messages (rnnkit/ops.py).
-    weights = [cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh]
+    weights = _cell_weights(cell)
     _check_devices(input, weights, states)
     cast = _autocast_dtype(input.device.type, name, states[0].dtype)
     if cast is not None:

@@ -2,6 +2,7 @@
 
     python -m rnnkit.bench                       # LSTM, GRU, RNN at a few sizes, infer and train
     python -m rnnkit.bench --modules LSTM --sizes 100:32:256:512 --mode train --json out.json
+    python -m rnnkit.bench --calls               # the cost of one call: cells, T=1 layers
 
 Every row times the torch.nn module and the rnnkit module built from the same
 weights on the same input. The two are interleaved (torch, rnnkit, then rnnkit,
@@ -35,7 +36,7 @@ import torch
 from torch import nn
 
 import rnnkit
-from rnnkit import ops
+from rnnkit import bench_calls, ops
 
 __all__ = ["Size", "Case", "Result", "make_pair", "time_pair", "run_case", "machine_info",
            "format_table", "positive_int", "positive_float", "main"]
@@ -395,7 +396,8 @@ class _Progress:
         self.width = 0
 
     def update(self, index: int, case: Case, repeat: int | None = None) -> None:
-        text = f"[{index}/{self.total}] {case.module} {case.mode} {case.size}"
+        where = case.size if isinstance(case, Case) else f"B={case.B} H={case.H} {case.dtype}"
+        text = f"[{index}/{self.total}] {case.module} {case.mode} {where}"
         if repeat is not None:
             text += f"  repetition {repeat}"
         if self.live:
@@ -469,7 +471,12 @@ def build_parser() -> argparse.ArgumentParser:
                     "process. Ratios are torch time / rnnkit time (above 1: rnnkit is faster).")
     parser.add_argument("--device", choices=("cpu", "cuda"),
                         help="default: cuda if available, else cpu")
-    parser.add_argument("--dtype", choices=tuple(DTYPES), default="float32")
+    parser.add_argument("--dtype", choices=tuple(DTYPES), default=None,
+                        help="default: float32 (--calls: float32 and float64)")
+    parser.add_argument("--calls", action="store_true",
+                        help="the per-call section instead: RNNCell, GRUCell, LSTMCell and "
+                             "T=1 RNN, GRU, LSTM stepped in a Python loop at B in {1, 16, 64}, "
+                             "H in {64, 256, 1024}; microseconds per call")
     parser.add_argument("--mode", choices=("infer", "train", "both"), default="both",
                         help="infer: forward under no_grad in eval mode; "
                              "train: forward and backward")
@@ -519,6 +526,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
 
+    if args.calls:
+        return _main_calls(args)
+    args.dtype = args.dtype or "float32"
     sizes = args.sizes or DEFAULT_SIZES[args.device]
     modes = MODES if args.mode == "both" else (args.mode,)
     cases = [Case(module, size, mode, args.device, args.dtype, args.num_layers, args.bidirectional)
@@ -572,6 +582,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.plot:
         plot(results, args.plot)
         print(f"wrote {args.plot}")
+    return 0
+
+
+def _main_calls(args) -> int:
+    """`--calls`: the per-call section (rnnkit/bench_calls.py), on the CPU."""
+    if args.device != "cpu":
+        raise SystemExit("--calls times CPU calls; pass --device cpu")
+    dtypes = (args.dtype,) if args.dtype else ("float32", "float64")
+    modes = MODES if args.mode == "both" else (args.mode,)
+    cases = bench_calls.call_grid(dtypes=dtypes, modes=modes)
+    budget = args.budget or 240.0
+    deadline = time.perf_counter() + budget
+    progress = _Progress(len(cases))
+    results = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the path column names a reference row
+        for index, case in enumerate(cases, 1):
+            progress.update(index, case)
+            row_budget = max(deadline - time.perf_counter(), 0.0) / (len(cases) - index + 1)
+            results.append(bench_calls.run_call_case(case, budget_s=row_budget,
+                                                     repeats=args.repeats))
+    progress.close()
+    info = machine_info(args.device)
+    print(f"rnnkit {info['rnnkit']} vs torch.nn, torch {info['torch']}, cpu, "
+          f"{info['threads']} threads; microseconds per call (median); "
+          "ratio = torch / rnnkit (above 1: rnnkit faster)")
+    print(bench_calls.format_call_table(results))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"machine": info, "results": [r.to_dict() for r in results]}, f, indent=2)
+        print(f"wrote {args.json}")
     return 0
 
 

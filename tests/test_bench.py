@@ -91,3 +91,23 @@ def test_plot_writes_a_png(tmp_path):
     out = tmp_path / "speedup.png"
     assert bench.main(TINY + ["--modules", "GRU", "--plot", str(out)]) == 0
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_calls_section_writes_a_row_per_call_case(tmp_path, monkeypatch, capsys):
+    # A small grid: the section's own, cut down (the full one takes minutes).
+    grid = bench.bench_calls.call_grid
+    monkeypatch.setattr(bench.bench_calls, "call_grid",
+                        lambda **kw: grid(modules=("LSTMCell", "GRU"), batches=(2,),
+                                          hidden=(8,), **kw))
+    out = tmp_path / "calls.json"
+    assert bench.main(["--calls", "--repeats", "1", "--threads", "1", "--dtype", "float64",
+                       "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["results"]
+    assert [(r["module"], r["mode"]) for r in rows] == [
+        ("LSTMCell", "infer"), ("LSTMCell", "train"), ("GRU", "infer"), ("GRU", "train")]
+    for row in rows:
+        assert row["dtype"] == "float64" and row["B"] == 2 and row["H"] == 8
+        assert row["path"] == "compiled" and row["steps"] >= 1
+        assert row["ratio"] == pytest.approx(row["torch_us"] / row["rnnkit_us"])
+    printed = capsys.readouterr().out
+    assert "| GRU T=1 | 2 | 8 | float64 | forward+backward |" in printed

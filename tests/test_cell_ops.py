@@ -116,6 +116,29 @@ def test_float32_at_every_level(cell, relu, level, monkeypatch):
         torch.testing.assert_close(a.double(), b, rtol=1e-5, atol=2e-6, equal_nan=True)
 
 
+@pytest.mark.parametrize("level", ["avx512", "avx2", "generic"])
+@pytest.mark.parametrize("cell, relu", CASES)
+def test_float64_and_gradients_at_every_level(cell, relu, level, monkeypatch):
+    # The double-precision passes and the LSTM backward pass of each instruction set:
+    # exp and tanh to the last bits, over small, moderate and saturating pre-activations.
+    monkeypatch.setenv("RNNKIT_CPU_ISA", level)
+    if torch.ops.rnnkit._cpu_isa() != level:
+        pytest.skip(f"this CPU has no {level}")
+    for dtype, tol in ((torch.float64, 1e-12), (torch.float32, 2e-5)):
+        tensors = _args(cell, B=5, I=7, H=37, dtype=dtype)
+        tensors[0] = tensors[0] * torch.logspace(-6, 1.5, 7, dtype=dtype)  # up to |x| ~ 100
+        leaves = [None if t is None else t.detach().requires_grad_() for t in tensors]
+        out = _outputs(_call(cell, leaves, relu))
+        grads = [torch.randn_like(o) for o in out]
+        got = torch.autograd.grad(out, [t for t in leaves if t is not None], grads)
+        full = [None if t is None else t.detach().double().requires_grad_() for t in tensors]
+        want_out = _outputs(_call(cell, full, relu, fn=getattr(reference, f"{cell}_cell")))
+        want = torch.autograd.grad(want_out, [t for t in full if t is not None],
+                                   [g.double() for g in grads])
+        for a, b in zip((*out, *got), (*want_out, *want), strict=True):
+            torch.testing.assert_close(a.double(), b, rtol=tol, atol=tol)
+
+
 @pytest.mark.parametrize("cell, relu", CASES)
 def test_cell_op_errors(cell, relu):
     x, *rest = _args(cell)

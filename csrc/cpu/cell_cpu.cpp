@@ -41,11 +41,30 @@ Tensor product(const Tensor& a, const Tensor& w, const OptTensor& bias, at::Scal
   return at::mm(prepare(a, ct), wt);
 }
 
-// Runs the float32 pass `pass` of the instruction-set kernels (fast_kernels.h) over
-// all rows, or returns false when none runs here (RNNKIT_CPU_ISA=generic, or a CPU
-// without AVX2): then the caller runs at::vec's.
-using CellPass = void (*fast::Kernels::*)(const fast::CellStepArgs&, int64_t, int64_t);
-bool fast_pass(int64_t B, int64_t H, CellPass pass, const fast::CellStepArgs& args) {
+// The instruction-set kernels' passes (fast_kernels.h) for float and double.
+template <typename T>
+struct Passes;
+template <>
+struct Passes<float> {
+  static constexpr auto lstm = &fast::Kernels::lstm_cell;
+  static constexpr auto gru = &fast::Kernels::gru_cell;
+  static constexpr auto rnn = &fast::Kernels::rnn_cell;
+  static constexpr auto lstm_backward = &fast::Kernels::lstm_cell_backward;
+};
+template <>
+struct Passes<double> {
+  static constexpr auto lstm = &fast::Kernels::lstm_cell_f64;
+  static constexpr auto gru = &fast::Kernels::gru_cell_f64;
+  static constexpr auto rnn = &fast::Kernels::rnn_cell_f64;
+  static constexpr auto lstm_backward = &fast::Kernels::lstm_cell_backward_f64;
+};
+
+// Runs the pass `pass` of the instruction-set kernels over all rows, or returns false
+// when none runs here (RNNKIT_CPU_ISA=generic, or a CPU without AVX2): then the caller
+// runs at::vec's.
+template <typename Args>
+bool fast_pass(int64_t B, int64_t H, void (*fast::Kernels::*pass)(const Args&, int64_t, int64_t),
+               const Args& args) {
   const fast::Kernels* fk = fast::select();
   if (fk == nullptr) return false;
   at::parallel_for(0, B, std::max<int64_t>(1, kPointwiseGrain / std::max<int64_t>(1, H)),
@@ -97,17 +116,18 @@ Tensor rnn_cell(const Tensor& input, const Tensor& hx, const Tensor& w_ih, const
   pre.addmm_(prepare(hx, ct), prepare(w_hh, ct).t());
   const Tensor bias = sz.has_bias ? prepare(*b_hh, ct) : Tensor();
   const int64_t H = sz.H;
-  if (ct == at::kFloat) {
-    fast::CellStepArgs args{};
+  bool done = false;
+  AT_DISPATCH_FLOATING_TYPES(ct, "rnnkit::rnn_cell", [&] {
+    using T = scalar_t;
+    fast::CellStepArgsOf<T> args{};
     args.H = H;
     args.relu = relu;
-    args.gates = pre.const_data_ptr<float>();
-    args.b_hh = sz.has_bias ? bias.const_data_ptr<float>() : nullptr;
-    args.h = pre.mutable_data_ptr<float>();
-    if (fast_pass(sz.B, H, &fast::Kernels::rnn_cell, args)) {
-      return as_dtype(pre, dtype);
-    }
-  }
+    args.gates = pre.const_data_ptr<T>();
+    args.b_hh = sz.has_bias ? bias.const_data_ptr<T>() : nullptr;
+    args.h = pre.mutable_data_ptr<T>();
+    done = fast_pass(sz.B, H, Passes<T>::rnn, args);
+  });
+  if (done) return as_dtype(pre, dtype);
   AT_DISPATCH_FLOATING_TYPES(ct, "rnnkit::rnn_cell", [&] {
     using T = scalar_t;
     T* p = pre.mutable_data_ptr<T>();
@@ -175,18 +195,19 @@ std::tuple<Tensor, Tensor> gru_cell(const Tensor& input, const Tensor& hx, const
   Tensor h = at::empty({B, H}, opts);
   Tensor reserve = keep_reserve ? at::empty({B, 4 * H}, opts) : Tensor();
   const Tensor no_reserve = input.new_empty({0});
-  if (ct == at::kFloat) {
-    fast::CellStepArgs args{};
+  bool done = false;
+  AT_DISPATCH_FLOATING_TYPES(ct, "rnnkit::gru_cell", [&] {
+    using T = scalar_t;
+    fast::CellStepArgsOf<T> args{};
     args.H = H;
-    args.gates = gi.const_data_ptr<float>();
-    args.gh = gh.const_data_ptr<float>();
-    args.h_prev = h_prev.const_data_ptr<float>();
-    args.h = h.mutable_data_ptr<float>();
-    args.reserve = keep_reserve ? reserve.mutable_data_ptr<float>() : nullptr;
-    if (fast_pass(B, H, &fast::Kernels::gru_cell, args)) {
-      return {as_dtype(h, dtype), keep_reserve ? as_dtype(reserve, dtype) : no_reserve};
-    }
-  }
+    args.gates = gi.const_data_ptr<T>();
+    args.gh = gh.const_data_ptr<T>();
+    args.h_prev = h_prev.const_data_ptr<T>();
+    args.h = h.mutable_data_ptr<T>();
+    args.reserve = keep_reserve ? reserve.mutable_data_ptr<T>() : nullptr;
+    done = fast_pass(B, H, Passes<T>::gru, args);
+  });
+  if (done) return {as_dtype(h, dtype), keep_reserve ? as_dtype(reserve, dtype) : no_reserve};
   AT_DISPATCH_FLOATING_TYPES(ct, "rnnkit::gru_cell", [&] {
     using T = scalar_t;
     const T* gip = gi.const_data_ptr<T>();
@@ -284,19 +305,22 @@ std::tuple<Tensor, Tensor, Tensor> lstm_cell(const Tensor& input, const Tensor& 
   Tensor h = at::empty({B, H}, opts), c = at::empty({B, H}, opts);
   Tensor reserve = keep_reserve ? at::empty({B, 5 * H}, opts) : Tensor();
   const Tensor no_reserve = input.new_empty({0});
-  if (ct == at::kFloat) {
-    fast::CellStepArgs args{};
+  bool done = false;
+  AT_DISPATCH_FLOATING_TYPES(ct, "rnnkit::lstm_cell", [&] {
+    using T = scalar_t;
+    fast::CellStepArgsOf<T> args{};
     args.H = H;
-    args.gates = gates.const_data_ptr<float>();
-    args.b_hh = sz.has_bias ? bias.const_data_ptr<float>() : nullptr;
-    args.c_prev = c_prev.const_data_ptr<float>();
-    args.h = h.mutable_data_ptr<float>();
-    args.c = c.mutable_data_ptr<float>();
-    args.reserve = keep_reserve ? reserve.mutable_data_ptr<float>() : nullptr;
-    if (fast_pass(B, H, &fast::Kernels::lstm_cell, args)) {
-      return {as_dtype(h, dtype), as_dtype(c, dtype),
-              keep_reserve ? as_dtype(reserve, dtype) : no_reserve};
-    }
+    args.gates = gates.const_data_ptr<T>();
+    args.b_hh = sz.has_bias ? bias.const_data_ptr<T>() : nullptr;
+    args.c_prev = c_prev.const_data_ptr<T>();
+    args.h = h.mutable_data_ptr<T>();
+    args.c = c.mutable_data_ptr<T>();
+    args.reserve = keep_reserve ? reserve.mutable_data_ptr<T>() : nullptr;
+    done = fast_pass(B, H, Passes<T>::lstm, args);
+  });
+  if (done) {
+    return {as_dtype(h, dtype), as_dtype(c, dtype),
+            keep_reserve ? as_dtype(reserve, dtype) : no_reserve};
   }
   AT_DISPATCH_FLOATING_TYPES(ct, "rnnkit::lstm_cell", [&] {
     using T = scalar_t;
@@ -358,6 +382,10 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_cell_bac
     const T* cp = c_prev.const_data_ptr<T>();
     T* dgp = dg.mutable_data_ptr<T>();
     T* dcout = dc.mutable_data_ptr<T>();
+    if (fast_pass(B, H, Passes<T>::lstm_backward,
+                  fast::LstmCellGradArgsOf<T>{H, dhp, dcp, rp, cp, dgp, dcout})) {
+      return;
+    }
     parallel_rows(B, H, [&](int64_t b, int64_t j0, int64_t j1) {
       const T* r_row = rp + b * 5 * H;
       T* d_row = dgp + b * 4 * H;

@@ -128,18 +128,35 @@ struct ProjectionArgs {
 // The pointwise pass of one step of a cell op (cell_cpu.cpp) over rows [b0, b1) of
 // the batch: the products are given, the kernel adds b_hh where it was not added
 // yet, applies cells.h's math and writes the new state (and the reserve).
-struct CellStepArgs {
+template <typename T>
+struct CellStepArgsOf {
   int64_t H;
-  bool relu;            // RNN: relu, else tanh
-  const float* gates;   // [B, G*H] x·W_ihᵀ + b_ih, with h·W_hhᵀ added for LSTM and RNN
-  const float* gh;      // GRU: [B, 3H] h·W_hhᵀ + b_hh; null otherwise
-  const float* b_hh;    // LSTM, RNN: [G*H] or null (no bias); null for GRU
-  const float* h_prev;  // [B, H] (GRU)
-  const float* c_prev;  // [B, H] (LSTM)
-  float* h;             // [B, H] the new state
-  float* c;             // [B, H] (LSTM)
-  float* reserve;       // GRU [B, 4H] r, z, n, hn; LSTM [B, 5H] i, f, g, o, c; or null
+  bool relu;        // RNN: relu, else tanh
+  const T* gates;   // [B, G*H] x·W_ihᵀ + b_ih, with h·W_hhᵀ added for LSTM and RNN
+  const T* gh;      // GRU: [B, 3H] h·W_hhᵀ + b_hh; null otherwise
+  const T* b_hh;    // LSTM, RNN: [G*H] or null (no bias); null for GRU
+  const T* h_prev;  // [B, H] (GRU)
+  const T* c_prev;  // [B, H] (LSTM)
+  T* h;             // [B, H] the new state
+  T* c;             // [B, H] (LSTM)
+  T* reserve;       // GRU [B, 4H] r, z, n, hn; LSTM [B, 5H] i, f, g, o, c; or null
 };
+using CellStepArgs = CellStepArgsOf<float>;
+using CellStepArgsF64 = CellStepArgsOf<double>;
+
+// The LSTM cell's backward pass: the gate gradients from those of h' and c'.
+template <typename T>
+struct LstmCellGradArgsOf {
+  int64_t H;
+  const T* dh;       // [B, H] gradient of h'
+  const T* dc;       // [B, H] gradient of c'
+  const T* reserve;  // [B, 5H] i, f, g, o, c'
+  const T* c_prev;   // [B, H]
+  T* dgates;         // [B, 4H] gradients of the pre-activations
+  T* dc_prev;        // [B, H]
+};
+using LstmCellGradArgs = LstmCellGradArgsOf<float>;
+using LstmCellGradArgsF64 = LstmCellGradArgsOf<double>;
 
 // One instruction set's kernels. h_prev/h_next: the running state before and
 // after step t ([B, H]; the forward alternates two buffers).
@@ -161,6 +178,12 @@ struct Kernels {
   void (*lstm_cell)(const CellStepArgs&, int64_t b0, int64_t b1);
   void (*gru_cell)(const CellStepArgs&, int64_t b0, int64_t b1);
   void (*rnn_cell)(const CellStepArgs&, int64_t b0, int64_t b1);
+  // The same passes in double precision (cell_kernels_f64_impl.h).
+  void (*lstm_cell_f64)(const CellStepArgsF64&, int64_t b0, int64_t b1);
+  void (*gru_cell_f64)(const CellStepArgsF64&, int64_t b0, int64_t b1);
+  void (*rnn_cell_f64)(const CellStepArgsF64&, int64_t b0, int64_t b1);
+  void (*lstm_cell_backward)(const LstmCellGradArgs&, int64_t b0, int64_t b1);
+  void (*lstm_cell_backward_f64)(const LstmCellGradArgsF64&, int64_t b0, int64_t b1);
 };
 
 // Null when this build or this compiler lacks the instruction set (whether the

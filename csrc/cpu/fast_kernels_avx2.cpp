@@ -85,6 +85,56 @@ RNNKIT_TARGET static inline Vec vpositive(Vec y) {
   return _mm256_and_ps(_mm256_cmp_ps(y, vzero(), _CMP_GT_OQ), vset(1.0f));
 }
 
+// Doubles, for the double-precision cell passes (cell_kernels_f64_impl.h).
+using DVec = __m256d;
+constexpr int DW = 4;
+RNNKIT_TARGET static inline __m256i first_n_d(int n) {
+  return _mm256_cmpgt_epi64(_mm256_set1_epi64x(n), _mm256_setr_epi64x(0, 1, 2, 3));
+}
+RNNKIT_TARGET static inline DVec dzero() { return _mm256_setzero_pd(); }
+RNNKIT_TARGET static inline DVec dset(double x) { return _mm256_set1_pd(x); }
+RNNKIT_TARGET static inline DVec dldn(const double* p, int n) {
+  return n == DW ? _mm256_loadu_pd(p) : _mm256_maskload_pd(p, first_n_d(n));
+}
+RNNKIT_TARGET static inline void dstn(double* p, DVec v, int n) {
+  if (n == DW) {
+    _mm256_storeu_pd(p, v);
+  } else {
+    _mm256_maskstore_pd(p, first_n_d(n), v);
+  }
+}
+RNNKIT_TARGET static inline DVec dadd(DVec a, DVec b) { return _mm256_add_pd(a, b); }
+RNNKIT_TARGET static inline DVec dsub(DVec a, DVec b) { return _mm256_sub_pd(a, b); }
+RNNKIT_TARGET static inline DVec dmul(DVec a, DVec b) { return _mm256_mul_pd(a, b); }
+RNNKIT_TARGET static inline DVec ddiv(DVec a, DVec b) { return _mm256_div_pd(a, b); }
+RNNKIT_TARGET static inline DVec dfmadd(DVec a, DVec b, DVec c) { return _mm256_fmadd_pd(a, b, c); }
+RNNKIT_TARGET static inline DVec dfnmadd(DVec a, DVec b, DVec c) {
+  return _mm256_fnmadd_pd(a, b, c);
+}
+RNNKIT_TARGET static inline DVec dmin(DVec a, DVec b) { return _mm256_min_pd(a, b); }
+RNNKIT_TARGET static inline DVec dmax(DVec a, DVec b) { return _mm256_max_pd(a, b); }
+RNNKIT_TARGET static inline DVec dabs(DVec a) { return _mm256_andnot_pd(_mm256_set1_pd(-0.0), a); }
+RNNKIT_TARGET static inline DVec dround(DVec a) {
+  return _mm256_round_pd(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+}
+// p * 2^n for integral n in [-1022, 1023] (dexp's clamp keeps n there).
+RNNKIT_TARGET static inline DVec dpow2n(DVec p, DVec n) {
+  const __m256i e = _mm256_slli_epi64(
+      _mm256_add_epi64(_mm256_cvtepi32_epi64(_mm256_cvtpd_epi32(n)), _mm256_set1_epi64x(1023)),
+      52);
+  return _mm256_mul_pd(p, _mm256_castsi256_pd(e));
+}
+RNNKIT_TARGET static inline DVec dcopysign(DVec mag, DVec sign) {
+  const DVec s = _mm256_set1_pd(-0.0);
+  return _mm256_or_pd(_mm256_andnot_pd(s, mag), _mm256_and_pd(s, sign));
+}
+RNNKIT_TARGET static inline DVec dselect_lt(DVec a, DVec b, DVec x, DVec y) {
+  return _mm256_blendv_pd(y, x, _mm256_cmp_pd(a, b, _CMP_LT_OQ));
+}
+RNNKIT_TARGET static inline DVec dpositive(DVec y) {
+  return _mm256_and_pd(_mm256_cmp_pd(y, dzero(), _CMP_GT_OQ), dset(1.0));
+}
+
 #include "fast_kernels_impl.h"
 
 }  // namespace avx2

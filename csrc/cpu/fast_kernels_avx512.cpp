@@ -83,6 +83,46 @@ RNNKIT_TARGET static inline Vec vpositive(Vec y) {
   return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(y, vzero(), _CMP_GT_OQ), vset(1.0f));
 }
 
+// Doubles, for the double-precision cell passes (cell_kernels_f64_impl.h).
+using DVec = __m512d;
+constexpr int DW = 8;
+RNNKIT_TARGET static inline __mmask8 first_n_d(int n) {
+  return static_cast<__mmask8>((1u << n) - 1u);
+}
+RNNKIT_TARGET static inline DVec dzero() { return _mm512_setzero_pd(); }
+RNNKIT_TARGET static inline DVec dset(double x) { return _mm512_set1_pd(x); }
+RNNKIT_TARGET static inline DVec dldn(const double* p, int n) {
+  return _mm512_maskz_loadu_pd(first_n_d(n), p);
+}
+RNNKIT_TARGET static inline void dstn(double* p, DVec v, int n) {
+  _mm512_mask_storeu_pd(p, first_n_d(n), v);
+}
+RNNKIT_TARGET static inline DVec dadd(DVec a, DVec b) { return _mm512_add_pd(a, b); }
+RNNKIT_TARGET static inline DVec dsub(DVec a, DVec b) { return _mm512_sub_pd(a, b); }
+RNNKIT_TARGET static inline DVec dmul(DVec a, DVec b) { return _mm512_mul_pd(a, b); }
+RNNKIT_TARGET static inline DVec ddiv(DVec a, DVec b) { return _mm512_div_pd(a, b); }
+RNNKIT_TARGET static inline DVec dfmadd(DVec a, DVec b, DVec c) { return _mm512_fmadd_pd(a, b, c); }
+RNNKIT_TARGET static inline DVec dfnmadd(DVec a, DVec b, DVec c) {
+  return _mm512_fnmadd_pd(a, b, c);
+}
+RNNKIT_TARGET static inline DVec dmin(DVec a, DVec b) { return _mm512_min_pd(a, b); }
+RNNKIT_TARGET static inline DVec dmax(DVec a, DVec b) { return _mm512_max_pd(a, b); }
+RNNKIT_TARGET static inline DVec dabs(DVec a) { return _mm512_abs_pd(a); }
+RNNKIT_TARGET static inline DVec dround(DVec a) {
+  return _mm512_roundscale_pd(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+}
+RNNKIT_TARGET static inline DVec dpow2n(DVec p, DVec n) { return _mm512_scalef_pd(p, n); }
+RNNKIT_TARGET static inline DVec dcopysign(DVec mag, DVec sign) {
+  const DVec s = _mm512_set1_pd(-0.0);
+  return _mm512_or_pd(_mm512_andnot_pd(s, mag), _mm512_and_pd(s, sign));
+}
+RNNKIT_TARGET static inline DVec dselect_lt(DVec a, DVec b, DVec x, DVec y) {
+  return _mm512_mask_blend_pd(_mm512_cmp_pd_mask(a, b, _CMP_LT_OQ), y, x);
+}
+RNNKIT_TARGET static inline DVec dpositive(DVec y) {
+  return _mm512_maskz_mov_pd(_mm512_cmp_pd_mask(y, dzero(), _CMP_GT_OQ), dset(1.0));
+}
+
 #include "fast_kernels_impl.h"
 
 }  // namespace avx512

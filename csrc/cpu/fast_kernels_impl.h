@@ -437,10 +437,24 @@ RNNKIT_TARGET void projection(const ProjectionArgs& a, int64_t r0, int64_t r1, i
   }
 }
 
+#include "cell_kernels_f64_impl.h"
 #include "cell_kernels_impl.h"
 
 // The table handed to the drivers.
-static const Kernels kKernels = {kName,         W,           &lstm_forward, &gru_forward,
-                                 &rnn_forward,  &lstm_backward, &gru_backward,
-                                 &rnn_backward, &projection,    &lstm_cell,
-                                 &gru_cell,     &rnn_cell};
+static const Kernels kKernels = {kName,
+                                 W,
+                                 &lstm_forward,
+                                 &gru_forward,
+                                 &rnn_forward,
+                                 &lstm_backward,
+                                 &gru_backward,
+                                 &rnn_backward,
+                                 &projection,
+                                 &lstm_cell_pass<FloatLanes>,
+                                 &gru_cell_pass<FloatLanes>,
+                                 &rnn_cell_pass<FloatLanes>,
+                                 &lstm_cell_pass<DoubleLanes>,
+                                 &gru_cell_pass<DoubleLanes>,
+                                 &rnn_cell_pass<DoubleLanes>,
+                                 &lstm_cell_backward_pass<FloatLanes>,
+                                 &lstm_cell_backward_pass<DoubleLanes>};

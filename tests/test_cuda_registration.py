@@ -17,6 +17,8 @@ LAYER_OPS = [
     "gru_layer", "gru_layer_forward", "gru_layer_backward",
     "lstm_layer", "lstm_layer_forward", "lstm_layer_backward",
 ]
+CELL_OPS = [f"{cell}_cell{suffix}" for cell in ("rnn", "gru", "lstm")
+            for suffix in ("", "_forward", "_backward") if (cell, suffix) != ("rnn", "_forward")]
 
 
 def _built_with_cuda() -> bool:
@@ -38,24 +40,15 @@ def _has_kernel(op: str, key: str) -> bool:
     return torch._C._dispatch_has_kernel_for_dispatch_key(f"rnnkit::{op}", key)
 
 
-@pytest.mark.parametrize("op", LAYER_OPS)
-def test_layer_op_has_cuda_kernel(cuda_build, op):
+@pytest.mark.parametrize("op", LAYER_OPS + CELL_OPS)
+def test_op_has_cuda_kernel(cuda_build, op):
     assert _has_kernel(op, "CUDA"), f"rnnkit::{op} has no CUDA kernel"
-
-
-# The one-step cell ops have CPU kernels only so far: on CUDA the cells run the reference
-# (rnnkit/ops.py sees no CUDA kernel and says so once). Named here so that any other op
-# without a CUDA kernel still fails, and so that this list shrinks as the kernels come.
-CPU_ONLY_FOR_NOW = {f"{cell}_cell{suffix}" for cell in ("rnn", "gru", "lstm")
-                    for suffix in ("", "_forward", "_backward")} - {"rnn_cell_forward"}
 
 
 def test_every_op_with_a_cpu_kernel_has_a_cuda_kernel(cuda_build):
     ops = sorted(name.split("::", 1)[1] for name in torch._C._dispatch_get_all_op_names()
                  if name.startswith("rnnkit::"))
     assert set(LAYER_OPS) <= set(ops), f"missing schemas: {set(LAYER_OPS) - set(ops)}"
-    missing = [op for op in ops if _has_kernel(op, "CPU") and not _has_kernel(op, "CUDA")
-               and op not in CPU_ONLY_FOR_NOW]
+    missing = [op for op in ops if _has_kernel(op, "CPU") and not _has_kernel(op, "CUDA")]
     assert not missing, f"ops with a CPU kernel but no CUDA kernel: {missing}"
-    assert CPU_ONLY_FOR_NOW <= set(ops), "the list names an op that does not exist"
 

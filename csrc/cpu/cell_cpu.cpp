@@ -18,6 +18,7 @@
 #include <ATen/ops/empty.h>
 #include <ATen/ops/mm.h>
 
+#include "../cell_gemms.h"
 #include "cell_ops_cpu.h"
 #include "cpu_common.h"
 #include "fast_path.h"
@@ -28,18 +29,6 @@
 namespace rnnkit {
 namespace cpu {
 namespace {
-
-// `t` back in the caller's dtype.
-Tensor as_dtype(const Tensor& t, at::ScalarType dtype) {
-  return t.scalar_type() == dtype ? t : t.to(dtype);
-}
-
-// a · wᵀ (+ bias), [B, G*H], in the compute dtype. A fresh tensor: the passes write it.
-Tensor product(const Tensor& a, const Tensor& w, const OptTensor& bias, at::ScalarType ct) {
-  const Tensor wt = prepare(w, ct).t();
-  if (bias.has_value()) return at::addmm(prepare(*bias, ct), prepare(a, ct), wt);
-  return at::mm(prepare(a, ct), wt);
-}
 
 // The instruction-set kernels' passes (fast_kernels.h) for float and double.
 template <typename T>
@@ -72,34 +61,6 @@ bool fast_pass(int64_t B, int64_t H, void (*fast::Kernels::*pass)(const Args&, i
   return true;
 }
 
-// The GEMMs of a backward from the gate gradients of the input and hidden products
-// (the same tensor but for GRU): (dx, dh, dW_ih, dW_hh, db_ih, db_hh), each empty when
-// the mask does not ask for it. dh_direct, when defined, is added to dh (GRU's z ⊙ dh').
-std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> step_grads(
-    const Tensor& dgi, const Tensor& dgh, const Tensor& x, const Tensor& h, const Tensor& w_ih,
-    const Tensor& w_hh, const Tensor& dh_direct, bool has_bias, Mask3 mask,
-    at::ScalarType dtype) {
-  const Tensor none = x.new_empty({0}, x.options().dtype(dtype));
-  Tensor dx = none, dh = none, dw_ih = none, dw_hh = none, db_ih = none, db_hh = none;
-  const auto ct = dgi.scalar_type();
-  if (mask[0]) dx = as_dtype(at::mm(dgi, prepare(w_ih, ct)), dtype);
-  if (mask[1]) {
-    dh = dh_direct.defined() ? at::addmm(dh_direct, dgh, prepare(w_hh, ct))
-                             : at::mm(dgh, prepare(w_hh, ct));
-    dh = as_dtype(dh, dtype);
-  }
-  if (mask[2]) {
-    dw_ih = as_dtype(dgi.t().mm(prepare(x, ct)), dtype);
-    dw_hh = as_dtype(dgh.t().mm(prepare(h, ct)), dtype);
-    if (has_bias) {
-      db_ih = as_dtype(dgi.sum(0), dtype);
-      // Two outputs of an op may not share storage.
-      db_hh = dgh.is_same(dgi) ? db_ih.clone() : as_dtype(dgh.sum(0), dtype);
-    }
-  }
-  return {dx, dh, dw_ih, dw_hh, db_ih, db_hh};
-}
-
 }  // namespace
 
 // ---------------------------------------------------------------- RNN
@@ -112,7 +73,7 @@ Tensor rnn_cell(const Tensor& input, const Tensor& hx, const Tensor& w_ih, const
   NoAutocast no_autocast;
   const auto dtype = input.scalar_type();
   const auto ct = compute_dtype(dtype);
-  Tensor pre = product(input, w_ih, b_ih, ct);  // becomes h' in place
+  Tensor pre = cell_product(input, w_ih, b_ih, ct);  // becomes h' in place
   pre.addmm_(prepare(hx, ct), prepare(w_hh, ct).t());
   const Tensor bias = sz.has_bias ? prepare(*b_hh, ct) : Tensor();
   const int64_t H = sz.H;
@@ -173,7 +134,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> rnn_cell_backward(
       });
     });
   });
-  return step_grads(dpre, dpre, input, hx, w_ih, w_hh, Tensor(), has_bias, output_mask, dtype);
+  return cell_step_grads(dpre, dpre, input, hx, w_ih, w_hh, Tensor(), has_bias, output_mask,
+                         dtype);
 }
 
 // ---------------------------------------------------------------- GRU
@@ -188,8 +150,8 @@ std::tuple<Tensor, Tensor> gru_cell(const Tensor& input, const Tensor& hx, const
   const auto dtype = input.scalar_type();
   const auto ct = compute_dtype(dtype);
   const int64_t B = sz.B, H = sz.H;
-  const Tensor gi = product(input, w_ih, b_ih, ct);  // [B, 3H] with b_ih
-  const Tensor gh = product(hx, w_hh, b_hh, ct);     // [B, 3H] with b_hh
+  const Tensor gi = cell_product(input, w_ih, b_ih, ct);  // [B, 3H] with b_ih
+  const Tensor gh = cell_product(hx, w_hh, b_hh, ct);     // [B, 3H] with b_hh
   const Tensor h_prev = prepare(hx, ct);
   const auto opts = input.options().dtype(ct);
   Tensor h = at::empty({B, H}, opts);
@@ -281,7 +243,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_cell_backward(
       });
     });
   });
-  return step_grads(dgi, dgh, input, hx, w_ih, w_hh, dh_direct, has_bias, output_mask, dtype);
+  return cell_step_grads(dgi, dgh, input, hx, w_ih, w_hh, dh_direct, has_bias, output_mask,
+                         dtype);
 }
 
 // ---------------------------------------------------------------- LSTM
@@ -297,7 +260,7 @@ std::tuple<Tensor, Tensor, Tensor> lstm_cell(const Tensor& input, const Tensor& 
   const auto dtype = input.scalar_type();
   const auto ct = compute_dtype(dtype);
   const int64_t B = sz.B, H = sz.H;
-  Tensor gates = product(input, w_ih, b_ih, ct);  // [B, 4H]
+  Tensor gates = cell_product(input, w_ih, b_ih, ct);  // [B, 4H]
   gates.addmm_(prepare(hx, ct), prepare(w_hh, ct).t());
   const Tensor c_prev = prepare(cx, ct);
   const Tensor bias = sz.has_bias ? prepare(*b_hh, ct) : Tensor();
@@ -405,7 +368,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_cell_bac
     });
   });
   auto [dx, dh, dw_ih, dw_hh, db_ih, db_hh] =
-      step_grads(dg, dg, input, hx, w_ih, w_hh, Tensor(), has_bias, output_mask, dtype);
+      cell_step_grads(dg, dg, input, hx, w_ih, w_hh, Tensor(), has_bias, output_mask, dtype);
   const Tensor dc_out = output_mask[1] ? as_dtype(dc, dtype) : input.new_empty({0});
   return {dx, dh, dc_out, dw_ih, dw_hh, db_ih, db_hh};
 }

@@ -5,6 +5,7 @@
 
 #include <string>
 
+#include "../cell_adapters.h"
 #include "cell_ops_cpu.h"
 #include "rnnkit/no_autocast.h"
 #include "fast_path.h"
@@ -94,33 +95,6 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_
                              b_ih, b_hh, w_hr, reverse, output, reserve, input_grad);
 }
 
-// The public cell ops keep no reserve; the *_cell_forward ones, which autograd runs, do.
-Tensor gru_cell_only(const Tensor& input, const Tensor& hx, const Tensor& w_ih,
-                     const Tensor& w_hh, const OptTensor& b_ih, const OptTensor& b_hh) {
-  return std::get<0>(gru_cell(input, hx, w_ih, w_hh, b_ih, b_hh, /*keep_reserve=*/false));
-}
-
-std::tuple<Tensor, Tensor> gru_cell_forward(const Tensor& input, const Tensor& hx,
-                                            const Tensor& w_ih, const Tensor& w_hh,
-                                            const OptTensor& b_ih, const OptTensor& b_hh) {
-  return gru_cell(input, hx, w_ih, w_hh, b_ih, b_hh, /*keep_reserve=*/true);
-}
-
-std::tuple<Tensor, Tensor> lstm_cell_only(const Tensor& input, const Tensor& hx,
-                                          const Tensor& cx, const Tensor& w_ih,
-                                          const Tensor& w_hh, const OptTensor& b_ih,
-                                          const OptTensor& b_hh) {
-  auto [h, c, reserve] = lstm_cell(input, hx, cx, w_ih, w_hh, b_ih, b_hh, false);
-  return {h, c};
-}
-
-std::tuple<Tensor, Tensor, Tensor> lstm_cell_forward(const Tensor& input, const Tensor& hx,
-                                                     const Tensor& cx, const Tensor& w_ih,
-                                                     const Tensor& w_hh, const OptTensor& b_ih,
-                                                     const OptTensor& b_hh) {
-  return lstm_cell(input, hx, cx, w_ih, w_hh, b_ih, b_hh, /*keep_reserve=*/true);
-}
-
 }  // namespace
 }  // namespace cpu
 }  // namespace rnnkit
@@ -143,10 +117,10 @@ TORCH_LIBRARY_IMPL(rnnkit, CPU, m) {
 
   m.impl("rnn_cell", &rnnkit::cpu::rnn_cell);
   m.impl("rnn_cell_backward", &rnnkit::cpu::rnn_cell_backward);
-  m.impl("gru_cell", &rnnkit::cpu::gru_cell_only);
-  m.impl("gru_cell_forward", &rnnkit::cpu::gru_cell_forward);
+  m.impl("gru_cell", &rnnkit::gru_cell_only<&rnnkit::cpu::gru_cell>);
+  m.impl("gru_cell_forward", &rnnkit::gru_cell_forward<&rnnkit::cpu::gru_cell>);
   m.impl("gru_cell_backward", &rnnkit::cpu::gru_cell_backward);
-  m.impl("lstm_cell", &rnnkit::cpu::lstm_cell_only);
-  m.impl("lstm_cell_forward", &rnnkit::cpu::lstm_cell_forward);
+  m.impl("lstm_cell", &rnnkit::lstm_cell_only<&rnnkit::cpu::lstm_cell>);
+  m.impl("lstm_cell_forward", &rnnkit::lstm_cell_forward<&rnnkit::cpu::lstm_cell>);
   m.impl("lstm_cell_backward", &rnnkit::cpu::lstm_cell_backward);
 }

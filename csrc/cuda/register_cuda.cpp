@@ -1,8 +1,9 @@
-// Registers the CUDA layer ops (csrc/cuda/{rnn,gru,lstm}.cu) for the CUDA dispatch key
-// of the schemas in csrc/rnnkit.cpp, through the adapters the schemas need: the public
-// forward ops drop the reserve (the kernels always write it), the backward ops drop the
-// input's gradient when input_grad=false (the kernels always compute it), and every op
-// leaves autocast out (the modules cast before the call).
+// Registers the CUDA layer ops (csrc/cuda/{rnn,gru,lstm}.cu) and cell ops (cell.cu) for the
+// CUDA dispatch key of the schemas in csrc/rnnkit.cpp, through the adapters the schemas
+// need: the public layer ops drop the reserve (the kernels always write it), the backward
+// ops drop the input's gradient when input_grad=false (the kernels always compute it),
+// every op leaves autocast out (the modules cast before the call), and the public cell ops
+// keep no reserve.
 //
 // A .cpp file rather than a .cu one: it has no device code, and torch/library.h
 // costs about 15 s through the host compiler but about 75 s through nvcc (which
@@ -13,6 +14,8 @@
 
 #include <torch/library.h>
 
+#include "../cell_adapters.h"
+#include "cell_cuda.h"
 #include "layer_cuda.h"
 #include "rnnkit/no_autocast.h"
 
@@ -119,6 +122,15 @@ TORCH_LIBRARY_IMPL(rnnkit, CUDA, m) {
   m.impl("lstm_layer", &rnnkit::cuda::lstm_layer_only);
   m.impl("lstm_layer_forward", &rnnkit::cuda::lstm_layer_forward);
   m.impl("lstm_layer_backward", &rnnkit::cuda::lstm_layer_backward_op);
+
+  m.impl("rnn_cell", &rnnkit::cuda::rnn_cell);
+  m.impl("rnn_cell_backward", &rnnkit::cuda::rnn_cell_backward);
+  m.impl("gru_cell", &rnnkit::gru_cell_only<&rnnkit::cuda::gru_cell>);
+  m.impl("gru_cell_forward", &rnnkit::gru_cell_forward<&rnnkit::cuda::gru_cell>);
+  m.impl("gru_cell_backward", &rnnkit::cuda::gru_cell_backward);
+  m.impl("lstm_cell", &rnnkit::lstm_cell_only<&rnnkit::cuda::lstm_cell>);
+  m.impl("lstm_cell_forward", &rnnkit::lstm_cell_forward<&rnnkit::cuda::lstm_cell>);
+  m.impl("lstm_cell_backward", &rnnkit::cuda::lstm_cell_backward);
 }
 
 #endif  // RNNKIT_WITH_CUDA

@@ -1,0 +1,52 @@
+// The cell ops' GEMMs (csrc/cell_gemms.h).
+
+#include "cell_gemms.h"
+
+#include <ATen/ops/addmm.h>
+#include <ATen/ops/mm.h>
+#include <ATen/ops/sum.h>
+
+namespace rnnkit {
+
+at::Tensor contiguous_as(const at::Tensor& t, at::ScalarType ct) {
+  if (t.scalar_type() == ct && t.is_contiguous()) return t;
+  return t.to(ct).contiguous();
+}
+
+at::Tensor as_dtype(const at::Tensor& t, at::ScalarType dtype) {
+  return t.scalar_type() == dtype ? t : t.to(dtype);
+}
+
+at::Tensor cell_product(const at::Tensor& a, const at::Tensor& w,
+                        const std::optional<at::Tensor>& bias, at::ScalarType ct) {
+  const at::Tensor wt = contiguous_as(w, ct).t();
+  if (bias.has_value()) return at::addmm(contiguous_as(*bias, ct), contiguous_as(a, ct), wt);
+  return at::mm(contiguous_as(a, ct), wt);
+}
+
+CellGrads cell_step_grads(const at::Tensor& dgi, const at::Tensor& dgh, const at::Tensor& x,
+                          const at::Tensor& h, const at::Tensor& w_ih, const at::Tensor& w_hh,
+                          const at::Tensor& dh_direct, bool has_bias, Mask3 mask,
+                          at::ScalarType dtype) {
+  const at::Tensor none = x.new_empty({0}, x.options().dtype(dtype));
+  at::Tensor dx = none, dh = none, dw_ih = none, dw_hh = none, db_ih = none, db_hh = none;
+  const auto ct = dgi.scalar_type();
+  if (mask[0]) dx = as_dtype(at::mm(dgi, contiguous_as(w_ih, ct)), dtype);
+  if (mask[1]) {
+    dh = dh_direct.defined() ? at::addmm(dh_direct, dgh, contiguous_as(w_hh, ct))
+                             : at::mm(dgh, contiguous_as(w_hh, ct));
+    dh = as_dtype(dh, dtype);
+  }
+  if (mask[2]) {
+    dw_ih = as_dtype(dgi.t().mm(contiguous_as(x, ct)), dtype);
+    dw_hh = as_dtype(dgh.t().mm(contiguous_as(h, ct)), dtype);
+    if (has_bias) {
+      db_ih = as_dtype(dgi.sum(0), dtype);
+      // Two outputs of an op may not share storage.
+      db_hh = dgh.is_same(dgi) ? db_ih.clone() : as_dtype(dgh.sum(0), dtype);
+    }
+  }
+  return {dx, dh, dw_ih, dw_hh, db_ih, db_hh};
+}
+
+}  // namespace rnnkit

@@ -28,23 +28,31 @@ CellGrads cell_step_grads(const at::Tensor& dgi, const at::Tensor& dgh, const at
                           const at::Tensor& h, const at::Tensor& w_ih, const at::Tensor& w_hh,
                           const at::Tensor& dh_direct, bool has_bias, Mask3 mask,
                           at::ScalarType dtype) {
-  const at::Tensor none = x.new_empty({0}, x.options().dtype(dtype));
-  at::Tensor dx = none, dh = none, dw_ih = none, dw_hh = none, db_ih = none, db_hh = none;
+  // Each gradient not asked for is its own empty tensor: outputs of an op may not alias.
+  auto none = [&] { return x.new_empty({0}, x.options().dtype(dtype)); };
+  at::Tensor dx, dh, dw_ih, dw_hh, db_ih, db_hh;
   const auto ct = dgi.scalar_type();
-  if (mask[0]) dx = as_dtype(at::mm(dgi, contiguous_as(w_ih, ct)), dtype);
+  dx = mask[0] ? as_dtype(at::mm(dgi, contiguous_as(w_ih, ct)), dtype) : none();
   if (mask[1]) {
     dh = dh_direct.defined() ? at::addmm(dh_direct, dgh, contiguous_as(w_hh, ct))
                              : at::mm(dgh, contiguous_as(w_hh, ct));
     dh = as_dtype(dh, dtype);
+  } else {
+    dh = none();
   }
   if (mask[2]) {
     dw_ih = as_dtype(dgi.t().mm(contiguous_as(x, ct)), dtype);
     dw_hh = as_dtype(dgh.t().mm(contiguous_as(h, ct)), dtype);
-    if (has_bias) {
-      db_ih = as_dtype(dgi.sum(0), dtype);
-      // Two outputs of an op may not share storage.
-      db_hh = dgh.is_same(dgi) ? db_ih.clone() : as_dtype(dgh.sum(0), dtype);
-    }
+  } else {
+    dw_ih = none();
+    dw_hh = none();
+  }
+  if (mask[2] && has_bias) {
+    db_ih = as_dtype(dgi.sum(0), dtype);
+    db_hh = dgh.is_same(dgi) ? db_ih.clone() : as_dtype(dgh.sum(0), dtype);
+  } else {
+    db_ih = none();
+    db_hh = none();
   }
   return {dx, dh, dw_ih, dw_hh, db_ih, db_hh};
 }

@@ -30,12 +30,14 @@ namespace {
 using at::Tensor;
 using OptTensor = std::optional<at::Tensor>;
 
-// A tensor with real memory and sizes (not a fake, functional or symbolic one, as under
-// torch.compile's tracing).
+// A tensor with real memory and sizes: not a fake, functional or symbolic one (as under
+// torch.compile's tracing), nor a batched one (vmap over a backward, is_grads_batched).
 bool is_plain(const Tensor& t) {
-  constexpr auto traced = c10::DispatchKeySet({c10::DispatchKey::Python,
-                                               c10::DispatchKey::Functionalize});
-  return !t.key_set().has_any(traced) && !t.unsafeGetTensorImpl()->has_symbolic_sizes_strides();
+  constexpr auto wrapped = c10::DispatchKeySet(
+      {c10::DispatchKey::Python, c10::DispatchKey::Functionalize,
+       c10::DispatchKey::FuncTorchBatched, c10::DispatchKey::BatchedNestedTensor});
+  return !t.key_set().has_any(wrapped) && t.has_storage() &&
+         !t.unsafeGetTensorImpl()->has_symbolic_sizes_strides();
 }
 
 // The backward kernels' results, one per edge: the gradient of an absent argument comes

@@ -476,7 +476,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--calls", action="store_true",
                         help="the per-call section instead: RNNCell, GRUCell, LSTMCell and "
                              "T=1 RNN, GRU, LSTM stepped in a Python loop at B in {1, 16, 64}, "
-                             "H in {64, 256, 1024}; microseconds per call")
+                             "H in {64, 256, 1024}; microseconds per call (on the CPU; "
+                             "--modules, --sizes, --num-layers and --bidirectional do not "
+                             "apply)")
     parser.add_argument("--mode", choices=("infer", "train", "both"), default="both",
                         help="infer: forward under no_grad in eval mode; "
                              "train: forward and backward")
@@ -514,7 +516,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.device is None:
-        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+        args.device = "cuda" if torch.cuda.is_available() and not args.calls else "cpu"
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device is available to this torch "
                      f"({torch.__version__})")

@@ -47,7 +47,8 @@ def _run_stack(layer_fn, input, states, weights, num_layers, per_layer, bidirect
     if num_layers == 1 and num_directions == 1:
         # The common case, and the one streaming (T=1) calls pay per step: no loop.
         out, *final = layer_fn(input, [s[0] for s in states], weights, False)
-        return out, [f.unsqueeze(0) for f in final]
+        # Copies, not views (as torch.stack gives a stack): h_n.detach_() must work.
+        return out, [torch.stack((f,)) for f in final]
     x = input
     finals: list[list[Tensor]] = [[] for _ in states]
     for layer in range(num_layers):

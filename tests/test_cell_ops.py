@@ -65,6 +65,27 @@ def test_cell_op_opcheck(cell, relu):
         torch.library.opcheck(op, args)
 
 
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("cell, relu", CASES)
+def test_backward_op_opcheck_for_every_mask(cell, relu, bias):
+    # Gradients not asked for come back empty, each its own tensor (outputs never alias).
+    x, *states, w_ih, w_hh, b_ih, b_hh = _args(cell, bias=bias)
+    r = torch.ops.rnnkit
+    if cell == "rnn":
+        h = r.rnn_cell(x, *states, w_ih, w_hh, b_ih, b_hh, relu)
+        saved, grads, fixed = (h,), (torch.randn_like(h),), (bias, relu)
+    else:
+        out = getattr(r, f"{cell}_cell_forward")(x, *states, w_ih, w_hh, b_ih, b_hh)
+        saved, grads, fixed = (out[-1],), tuple(torch.randn_like(o) for o in out[:-1]), (bias,)
+    op = getattr(r, f"{cell}_cell_backward").default
+    for mask in ([True, True, True], [False, True, False], [True, False, False],
+                 [False, False, True], [False, False, False]):
+        args = (*grads, x, *states, w_ih, w_hh, *fixed, *saved, mask)
+        outputs = op(*args)
+        assert len({id(o) for o in outputs}) == len(outputs)
+        torch.library.opcheck(op, args)
+
+
 @pytest.mark.parametrize("cell, relu", [("rnn", False), ("gru", False), ("lstm", False)])
 def test_cell_op_gradcheck_and_gradgradcheck(cell, relu):
     tensors = _args(cell, B=2, I=3, H=3, requires_grad=True)

@@ -204,3 +204,41 @@ def test_jit_script_names_the_alternatives(name):
     _, ours = _module_pair(name)
     with pytest.warns(FutureWarning), pytest.raises(RuntimeError, match="torch.compile"):
         torch.jit.script(ours)
+
+
+# ---------------------------------------------------------------------------
+# Batched gradients and hidden-state idioms
+
+
+@pytest.mark.parametrize("name", ["GRU", "LSTM"])
+@pytest.mark.parametrize("steps", [1, 4])
+def test_batched_gradients_match_torch(name, steps):
+    # is_grads_batched runs the backward under vmap: the ops' nodes see batched gradients.
+    ref, ours = _module_pair(name)
+    x = torch.randn(steps, 2, 4, dtype=F64)
+    grads = []
+    for module in (ref, ours):
+        leaf = x.clone().requires_grad_()
+        out, _ = module(leaf)
+        v = torch.randn(3, *out.shape, dtype=F64, generator=torch.Generator().manual_seed(0))
+        grads.append(torch.autograd.grad(out, leaf, v, is_grads_batched=True)[0])
+    assert_close(grads[1], grads[0])
+
+
+@pytest.mark.parametrize("name", ["RNN", "GRU", "LSTM"])
+def test_final_state_detaches_in_place(name):
+    # Truncated backpropagation through time detaches the state in place, as with torch.nn.
+    _, ours = _module_pair(name)
+    _, hidden = ours(_input(ours))
+    for state in hidden if isinstance(hidden, tuple) else (hidden,):
+        state.detach_()
+        assert not state.requires_grad
+
+
+def test_single_step_with_no_input_features():
+    x = torch.randn(1, 2, 0, dtype=F64, requires_grad=True)
+    out, _ = torch.ops.rnnkit.gru_layer(x, None, torch.randn(2, 4, dtype=F64),
+                                        torch.randn(12, 0, dtype=F64),
+                                        torch.randn(12, 4, dtype=F64), None, None, False)
+    out.sum().backward()
+    assert x.grad.shape == x.shape

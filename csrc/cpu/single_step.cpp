@@ -19,7 +19,7 @@ Tensor step_grad(const Tensor& grad_output, const Tensor& grad_h_n) {
 }
 
 // A layer input's gradient [1, B, I] from a cell's [B, I] (empty when not computed).
-Tensor as_layer(const Tensor& dx) { return dx.numel() == 0 ? dx : dx.unsqueeze(0); }
+Tensor as_layer(const Tensor& dx, bool computed) { return computed ? dx.unsqueeze(0) : dx; }
 
 }  // namespace
 
@@ -42,7 +42,7 @@ Grads6 rnn_backward(const Tensor& grad_output, const Tensor& grad_h_n, const Ten
   auto [dx, dh0, dw_ih, dw_hh, db_ih, db_hh] =
       rnn_cell_backward(step_grad(grad_output, grad_h_n), input.select(0, 0), h0, w_ih, w_hh,
                         has_bias, relu, output.select(0, 0), {input_grad, true, true});
-  return {as_layer(dx), dh0, dw_ih, dw_hh, db_ih, db_hh};
+  return {as_layer(dx, input_grad), dh0, dw_ih, dw_hh, db_ih, db_hh};
 }
 
 std::tuple<Tensor, Tensor, Tensor> gru(const Tensor& input, const Tensor& h0, const Tensor& w_ih,
@@ -59,7 +59,7 @@ Grads6 gru_backward(const Tensor& grad_output, const Tensor& grad_h_n, const Ten
   auto [dx, dh0, dw_ih, dw_hh, db_ih, db_hh] =
       gru_cell_backward(step_grad(grad_output, grad_h_n), input.select(0, 0), h0, w_ih, w_hh,
                         has_bias, reserve.select(0, 0), {input_grad, true, true});
-  return {as_layer(dx), dh0, dw_ih, dw_hh, db_ih, db_hh};
+  return {as_layer(dx, input_grad), dh0, dw_ih, dw_hh, db_ih, db_hh};
 }
 
 std::tuple<Tensor, Tensor, Tensor, Tensor> lstm(const Tensor& input, const Tensor& h0,
@@ -78,7 +78,7 @@ Grads8 lstm_backward(const Tensor& grad_output, const Tensor& grad_h_n, const Te
   auto [dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh] = lstm_cell_backward(
       step_grad(grad_output, grad_h_n), grad_c_n, input.select(0, 0), h0, c0, w_ih, w_hh,
       has_bias, reserve.select(0, 0), {input_grad, true, true});
-  return {as_layer(dx), dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, input.new_empty({0})};
+  return {as_layer(dx, input_grad), dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, input.new_empty({0})};
 }
 
 }  // namespace one_step

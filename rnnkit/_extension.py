@@ -27,12 +27,3 @@ def has_kernel(op: str, device_type: str) -> bool:
     if key is None:
         return False
     return torch._C._dispatch_has_kernel_for_dispatch_key(f"rnnkit::{op}", key)
-
-
-def has_overload(qualified: str) -> bool:
-    """Whether the operator rnnkit::<qualified> ("name.overload") is defined."""
-    if not loaded():
-        return False
-    name, _, overload = qualified.partition(".")
-    packet = getattr(torch.ops.rnnkit, name, None)
-    return packet is not None and overload in packet.overloads()

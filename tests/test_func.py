@@ -79,6 +79,7 @@ def test_torch_func_autograd_transforms_run_the_reference():
     assert {p for _, _, p in paths} == {"reference"}
 
 
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # torch scripts a helper on first use
 def test_forward_mode_ad_on_the_compiled_ops_raises():
     x, h = torch.randn(2, 3), torch.randn(2, 4)
     w_ih, w_hh = torch.randn(4, 3), torch.randn(4, 4)

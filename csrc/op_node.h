@@ -1,7 +1,10 @@
 #pragma once
 // The backward node of one call of an rnnkit op, built by hand as PyTorch's generated
-// autograd kernels build theirs. (torch::autograd::Function would be shorter, but it
-// refuses to run under torch.func's transforms, and grad, vjp and jacrev must work.)
+// autograd kernels build theirs: its edges follow the op's arguments one for one, absent
+// ones included, and a backward run under vmap (is_grads_batched, vectorized jacobians)
+// goes through it like any ATen op's. Under torch.func's grad transforms rnnkit.ops runs
+// the reference instead (the double backward here could not follow a transform's levels);
+// make() refuses them with torch's own error for a direct call of an op.
 //
 // An op's Autograd kernel (csrc/cell_autograd.cpp, csrc/layer_autograd.cpp) does:
 //   auto node = OpNode::make("LSTMCellBackward", &backward, {input, hx, ...});

@@ -60,3 +60,25 @@ def _seed_per_test(request):
     torch.manual_seed(seed)
     random.seed(seed)
     yield
+
+
+@pytest.fixture
+def exact_fp32():
+    """No TF32 anywhere, so float32 results on a GPU are comparable at float32 precision."""
+    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    yield
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+@pytest.fixture
+def cuda_kernels_on():
+    """rnnkit's CUDA kernels switched on for the test (the environment is read at import,
+    rnnkit/ops.py: this switches them directly)."""
+    from rnnkit import ops
+
+    previous = ops._cuda_kernels_on
+    ops.enable_cuda_kernels(True)
+    yield
+    ops.enable_cuda_kernels(previous)

@@ -18,6 +18,7 @@ from rnnkit import _extension, ops, reference
 pytestmark = [
     pytest.mark.cuda,
     pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
+    pytest.mark.usefixtures("exact_fp32"),  # tests/conftest.py
 ]
 
 LAYER_OPS = ["rnn_layer", "rnn_layer_backward", "gru_layer", "gru_layer_forward",
@@ -32,25 +33,6 @@ def cuda_kernels():
     assert _extension.loaded(), f"rnnkit._C did not load: {_extension.LOAD_ERROR}"
     missing = [op for op in LAYER_OPS if not _extension.has_kernel(op, "cuda")]
     assert not missing, f"no CUDA kernel for {missing}: was rnnkit built with CUDA?"
-
-
-@pytest.fixture(autouse=True)
-def exact_fp32():
-    """No TF32 anywhere, so float32 results are comparable at float32 precision."""
-    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
-    yield
-    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
-
-
-@pytest.fixture
-def cuda_kernels_on():
-    # The environment is read at import (rnnkit/ops.py): switch the kernels on directly.
-    previous = ops._cuda_kernels_on
-    ops.enable_cuda_kernels(True)
-    yield
-    ops.enable_cuda_kernels(previous)
 
 
 # ---------------------------------------------------------------------------

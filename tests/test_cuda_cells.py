@@ -15,6 +15,7 @@ from rnnkit import _extension, ops
 pytestmark = [
     pytest.mark.cuda,
     pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
+    pytest.mark.usefixtures("exact_fp32", "cuda_kernels_on"),  # tests/conftest.py
 ]
 
 CELL_OPS = ["rnn_cell", "rnn_cell_backward", "gru_cell", "gru_cell_forward", "gru_cell_backward",
@@ -28,17 +29,6 @@ def cuda_cell_kernels():
     assert _extension.loaded(), f"rnnkit._C did not load: {_extension.LOAD_ERROR}"
     missing = [op for op in CELL_OPS if not _extension.has_kernel(op, "cuda")]
     assert not missing, f"no CUDA kernel for {missing}: was rnnkit built with CUDA?"
-
-
-@pytest.fixture(autouse=True)
-def kernels_on_and_exact_fp32():
-    previous = ops._cuda_kernels_on
-    ops.enable_cuda_kernels(True)
-    saved = torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = False
-    yield
-    torch.backends.cuda.matmul.allow_tf32 = saved
-    ops.enable_cuda_kernels(previous)
 
 
 def _pair(name, kwargs, dtype, bias=True):

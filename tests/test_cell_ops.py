@@ -157,7 +157,10 @@ def test_float64_and_gradients_at_every_level(cell, relu, level, monkeypatch):
         want = torch.autograd.grad(want_out, [t for t in full if t is not None],
                                    [g.double() for g in grads])
         for a, b in zip((*out, *got), (*want_out, *want), strict=True):
-            torch.testing.assert_close(a.double(), b, rtol=tol, atol=tol)
+            # A weight gradient sums B rows of products with |x| up to ~30: in float32 its
+            # rounding error scales with its size, as in test_cpu_kernels.
+            scale = max(1.0, b.abs().max().item()) if dtype == torch.float32 else 1.0
+            torch.testing.assert_close(a.double(), b, rtol=tol, atol=tol * scale)
 
 
 @pytest.mark.parametrize("cell, relu", CASES)

@@ -42,7 +42,10 @@ namespace avx512 {
 using Vec = __m512;
 constexpr int W = 16;
 constexpr int kRows4 = 6;
+constexpr int kPass4 = 4;
 constexpr int kRows3 = 8;
+constexpr int kPass3 = 3;
+constexpr int kWideRows = 6;
 constexpr const char* kName = "avx512";
 
 RNNKIT_TARGET static inline __mmask16 first_n(int n) {

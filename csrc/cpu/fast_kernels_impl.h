@@ -3,7 +3,7 @@
 // it has defined:
 //   RNNKIT_TARGET              the target attribute every function here carries
 //   Vec, W                     the vector type and its width in floats
-//   kRows4, kRows3             rows of the register tile for panels of 4 and 3 vectors
+//   kRows4, kPass4, kRows3, kPass3, kWideRows  the register tiles (TileShape)
 //   vzero vset vld vst vldn vstn vbcast vadd vsub vmul vdiv vfmadd vfnmadd
 //   vmin vmax vabs vround vpow2n vcopysign vselect_lt vpositive
 // (vldn/vstn load/store the first n floats, 0 <= n <= W, zeros elsewhere;
@@ -67,45 +67,89 @@ RNNKIT_TARGET static inline Vec vtanh(Vec x) {
 
 // ------------------------------------------------------------------ microkernel
 
-// tile[m][c] = sum_k A[m*lda + k] * panel[k*NV*W + c] for m < M, c < NV*W.
-template <int M, int NV>
+// tile[m][c] = sum_k A[m*lda + k] * panel[k*PV*W + c] for m < M, c < NV*W, the
+// tile's rows PV*W floats apart: NV of the PV vectors of each panel row.
+template <int M, int NV, int PV>
 RNNKIT_TARGET static inline void micro(int64_t K, const float* A, int64_t lda,
                                        const float* panel, float* tile) {
   Vec acc[M][NV];
-#pragma GCC unroll 8
+#pragma GCC unroll 12
   for (int m = 0; m < M; ++m)
 #pragma GCC unroll 4
     for (int v = 0; v < NV; ++v) acc[m][v] = vzero();
   for (int64_t k = 0; k < K; ++k) {
-    const float* pk = panel + k * (NV * W);
+    const float* pk = panel + k * (PV * W);
     Vec b[NV];
 #pragma GCC unroll 4
     for (int v = 0; v < NV; ++v) b[v] = vld(pk + v * W);
-#pragma GCC unroll 8
+#pragma GCC unroll 12
     for (int m = 0; m < M; ++m) {
       const Vec a = vbcast(A + m * lda + k);
 #pragma GCC unroll 4
       for (int v = 0; v < NV; ++v) acc[m][v] = vfmadd(a, b[v], acc[m][v]);
     }
   }
-#pragma GCC unroll 8
+#pragma GCC unroll 12
   for (int m = 0; m < M; ++m)
 #pragma GCC unroll 4
-    for (int v = 0; v < NV; ++v) vst(tile + m * (NV * W) + v * W, acc[m][v]);
+    for (int v = 0; v < NV; ++v) vst(tile + m * (PV * W) + v * W, acc[m][v]);
 }
 
-// micro<m, NV> for a run-time m in [1, M].
-template <int NV, int M>
+// micro<m, NV, PV> for a run-time m in [1, M].
+template <int NV, int PV, int M>
 RNNKIT_TARGET static inline void micro_rows(int m, int64_t K, const float* A, int64_t lda,
                                             const float* panel, float* tile) {
   if constexpr (M > 0) {
     if (m == M) {
-      micro<M, NV>(K, A, lda, panel, tile);
+      micro<M, NV, PV>(K, A, lda, panel, tile);
     } else {
-      micro_rows<NV, M - 1>(m, K, A, lda, panel, tile);
+      micro_rows<NV, PV, M - 1>(m, K, A, lda, panel, tile);
     }
   }
 }
+
+// The register tiles of this instruction set for panels of PV vectors: a row
+// block has up to `rows` rows; blocks of more than kWideRows rows cover the
+// panel in column passes of `vectors` vectors (then one pass over what remains),
+// smaller ones in one pass over all PV vectors, which keeps enough independent
+// accumulators in flight to hide the FMA latency. A narrow pass over many rows
+// reads each weight once for more sequences; see the instruction-set files for
+// the shapes chosen.
+template <int PV>
+struct TileShape {
+  static constexpr int rows = PV == 3 ? kRows3 : kRows4;
+  static constexpr int vectors = PV == 3 ? kPass3 : kPass4;
+};
+
+// tile[i][c] = sum_k A[i*lda + k] * panel[k*PV*W + c] for i < m <= TileShape<PV>::rows
+// and every column c < PV*W of the panel.
+template <int PV>
+RNNKIT_TARGET static inline void panel_product(int m, int64_t K, const float* A, int64_t lda,
+                                               const float* panel, float* tile) {
+  constexpr int MR = TileShape<PV>::rows;
+  constexpr int NV = TileShape<PV>::vectors;
+  if constexpr (NV < PV) {
+    if (m > kWideRows) {
+      constexpr int full = PV / NV * NV;
+      for (int v0 = 0; v0 < full; v0 += NV)
+        micro_rows<NV, PV, MR>(m, K, A, lda, panel + v0 * W, tile + v0 * W);
+      if constexpr (full < PV)
+        micro_rows<PV - full, PV, MR>(m, K, A, lda, panel + full * W, tile + full * W);
+      return;
+    }
+  }
+  micro_rows<PV, PV, (NV < PV ? kWideRows : MR)>(m, K, A, lda, panel, tile);
+}
+
+// Rows [0, B) in row blocks of at most MR rows, all of nearly the same size (8
+// rows in tiles of 6 are two blocks of 4, not 6 and 2, whose narrow tile would
+// wait on the FMA latency).
+struct RowBlocks {
+  int64_t B, count;
+  RowBlocks(int64_t B_, int MR) : B(B_), count((B_ + MR - 1) / MR) {}
+  int64_t begin(int64_t i) const { return B * i / count; }
+  int rows(int64_t i) const { return static_cast<int>(begin(i + 1) - begin(i)); }
+};
 
 RNNKIT_TARGET static inline void zero_n(float* p, int n) { vstn(p, vzero(), n); }
 
@@ -118,15 +162,17 @@ RNNKIT_TARGET static inline Vec load_grad(const GradOut& g, int64_t t, int64_t b
 
 RNNKIT_TARGET void lstm_forward(const LstmForwardArgs& a, int64_t t, const float* h_prev,
                                 float* h_next, int64_t block) {
-  constexpr int MR = kRows4;
+  constexpr int MR = TileShape<4>::rows;
   const int64_t B = a.B, H = a.H;
   const int64_t j = block * W;
   const int n = valid(H, j);
   const float* panel = a.packed + block * H * 4 * W;
   alignas(64) float tile[MR * 4 * W];
-  for (int64_t b0 = 0; b0 < B; b0 += MR) {
-    const int m = static_cast<int>(imin(MR, B - b0));
-    micro_rows<4, MR>(m, H, h_prev + b0 * H, H, panel, tile);
+  const RowBlocks rows(B, MR);
+  for (int64_t ib = 0; ib < rows.count; ++ib) {
+    const int64_t b0 = rows.begin(ib);
+    const int m = rows.rows(ib);
+    panel_product<4>(m, H, h_prev + b0 * H, H, panel, tile);
     for (int i = 0; i < m; ++i) {
       const int64_t b = b0 + i, row = t * B + b;
       float* res = a.reserve ? a.reserve + row * 5 * H + j : nullptr;
@@ -164,16 +210,18 @@ RNNKIT_TARGET void lstm_forward(const LstmForwardArgs& a, int64_t t, const float
 
 RNNKIT_TARGET void gru_forward(const GruForwardArgs& a, int64_t t, const float* h_prev,
                                float* h_next, int64_t block) {
-  constexpr int MR = kRows3;
+  constexpr int MR = TileShape<3>::rows;
   const int64_t B = a.B, H = a.H;
   const int64_t j = block * W;
   const int n = valid(H, j);
   const float* panel = a.packed + block * H * 3 * W;
   const Vec b_hn = a.b_hn ? vldn(a.b_hn + j, n) : vzero();
   alignas(64) float tile[MR * 3 * W];
-  for (int64_t b0 = 0; b0 < B; b0 += MR) {
-    const int m = static_cast<int>(imin(MR, B - b0));
-    micro_rows<3, MR>(m, H, h_prev + b0 * H, H, panel, tile);
+  const RowBlocks rows(B, MR);
+  for (int64_t ib = 0; ib < rows.count; ++ib) {
+    const int64_t b0 = rows.begin(ib);
+    const int m = rows.rows(ib);
+    panel_product<3>(m, H, h_prev + b0 * H, H, panel, tile);
     for (int i = 0; i < m; ++i) {
       const int64_t b = b0 + i, row = t * B + b;
       float* res = a.reserve ? a.reserve + row * 4 * H + j : nullptr;
@@ -208,15 +256,17 @@ RNNKIT_TARGET void gru_forward(const GruForwardArgs& a, int64_t t, const float* 
 
 RNNKIT_TARGET void rnn_forward(const RnnForwardArgs& a, int64_t t, const float* h_prev,
                                float* h_next, int64_t block) {
-  constexpr int MR = kRows4;
+  constexpr int MR = TileShape<4>::rows;
   constexpr int NV = kPlainVectors;
   const int64_t B = a.B, H = a.H;
   const int64_t j0 = block * NV * W;
   const float* panel = a.packed + block * H * NV * W;
   alignas(64) float tile[MR * NV * W];
-  for (int64_t b0 = 0; b0 < B; b0 += MR) {
-    const int m = static_cast<int>(imin(MR, B - b0));
-    micro_rows<NV, MR>(m, H, h_prev + b0 * H, H, panel, tile);
+  const RowBlocks rows(B, MR);
+  for (int64_t ib = 0; ib < rows.count; ++ib) {
+    const int64_t b0 = rows.begin(ib);
+    const int m = rows.rows(ib);
+    panel_product<NV>(m, H, h_prev + b0 * H, H, panel, tile);
     for (int i = 0; i < m; ++i) {
       const int64_t b = b0 + i, row = t * B + b;
       const bool padded = t >= a.len[b];
@@ -262,16 +312,18 @@ RNNKIT_TARGET static inline void add_product(const float* tile, int64_t b0, int 
 
 RNNKIT_TARGET void lstm_backward(const LstmBackwardArgs& a, int64_t t_prev, int64_t t,
                                  int64_t block) {
-  constexpr int MR = kRows4;
+  constexpr int MR = TileShape<4>::rows;
   constexpr int NV = kPlainVectors;
   const int64_t B = a.B, H = a.H;
   const int64_t j0 = block * NV * W;
   const float* panel = a.packed + block * 4 * H * NV * W;
   alignas(64) float tile[MR * NV * W];
-  for (int64_t b0 = 0; b0 < B; b0 += MR) {
-    const int m = static_cast<int>(imin(MR, B - b0));
+  const RowBlocks rows(B, MR);
+  for (int64_t ib = 0; ib < rows.count; ++ib) {
+    const int64_t b0 = rows.begin(ib);
+    const int m = rows.rows(ib);
     if (t_prev >= 0) {
-      micro_rows<NV, MR>(m, 4 * H, a.dgates + (t_prev * B + b0) * 4 * H, 4 * H, panel, tile);
+      panel_product<NV>(m, 4 * H, a.dgates + (t_prev * B + b0) * 4 * H, 4 * H, panel, tile);
       add_product(tile, b0, m, t_prev, a.len, H, j0, a.dh);
     }
     if (t < 0) continue;
@@ -312,16 +364,18 @@ RNNKIT_TARGET void lstm_backward(const LstmBackwardArgs& a, int64_t t_prev, int6
 
 RNNKIT_TARGET void gru_backward(const GruBackwardArgs& a, int64_t t_prev, int64_t t,
                                 int64_t block) {
-  constexpr int MR = kRows4;
+  constexpr int MR = TileShape<4>::rows;
   constexpr int NV = kPlainVectors;
   const int64_t B = a.B, H = a.H;
   const int64_t j0 = block * NV * W;
   const float* panel = a.packed + block * 3 * H * NV * W;
   alignas(64) float tile[MR * NV * W];
-  for (int64_t b0 = 0; b0 < B; b0 += MR) {
-    const int m = static_cast<int>(imin(MR, B - b0));
+  const RowBlocks rows(B, MR);
+  for (int64_t ib = 0; ib < rows.count; ++ib) {
+    const int64_t b0 = rows.begin(ib);
+    const int m = rows.rows(ib);
     if (t_prev >= 0) {
-      micro_rows<NV, MR>(m, 3 * H, a.dgates + (t_prev * B + b0) * 4 * H, 4 * H, panel, tile);
+      panel_product<NV>(m, 3 * H, a.dgates + (t_prev * B + b0) * 4 * H, 4 * H, panel, tile);
       add_product(tile, b0, m, t_prev, a.len, H, j0, a.dh);
     }
     if (t < 0) continue;
@@ -360,16 +414,18 @@ RNNKIT_TARGET void gru_backward(const GruBackwardArgs& a, int64_t t_prev, int64_
 
 RNNKIT_TARGET void rnn_backward(const RnnBackwardArgs& a, int64_t t_prev, int64_t t,
                                 int64_t block) {
-  constexpr int MR = kRows4;
+  constexpr int MR = TileShape<4>::rows;
   constexpr int NV = kPlainVectors;
   const int64_t B = a.B, H = a.H;
   const int64_t j0 = block * NV * W;
   const float* panel = a.packed + block * H * NV * W;
   alignas(64) float tile[MR * NV * W];
-  for (int64_t b0 = 0; b0 < B; b0 += MR) {
-    const int m = static_cast<int>(imin(MR, B - b0));
+  const RowBlocks rows(B, MR);
+  for (int64_t ib = 0; ib < rows.count; ++ib) {
+    const int64_t b0 = rows.begin(ib);
+    const int m = rows.rows(ib);
     if (t_prev >= 0) {
-      micro_rows<NV, MR>(m, H, a.dpre + (t_prev * B + b0) * H, H, panel, tile);
+      panel_product<NV>(m, H, a.dpre + (t_prev * B + b0) * H, H, panel, tile);
       add_product(tile, b0, m, t_prev, a.len, H, j0, a.dh);
     }
     if (t < 0) continue;
@@ -401,7 +457,7 @@ RNNKIT_TARGET void rnn_backward(const RnnBackwardArgs& a, int64_t t_prev, int64_
 template <int NV>
 RNNKIT_TARGET static inline void projection_rows(const ProjectionArgs& a, int64_t r0, int64_t r1,
                                                  int64_t block) {
-  constexpr int MR = NV == 3 ? kRows3 : kRows4;
+  constexpr int MR = TileShape<NV>::rows;
   const int64_t N = a.N, K = a.K, H = a.H;
   const bool gated = a.gates > 1;
   const float* panel = a.packed + block * K * NV * W;
@@ -416,9 +472,11 @@ RNNKIT_TARGET static inline void projection_rows(const ProjectionArgs& a, int64_
     bias[v] = a.bias && n[v] > 0 ? vldn(a.bias + col[v], n[v]) : vzero();
   }
   alignas(64) float tile[MR * NV * W];
-  for (int64_t b0 = r0; b0 < r1; b0 += MR) {
-    const int m = static_cast<int>(imin(MR, r1 - b0));
-    micro_rows<NV, MR>(m, K, a.x + b0 * K, K, panel, tile);
+  const RowBlocks rows(r1 - r0, MR);
+  for (int64_t ib = 0; ib < rows.count; ++ib) {
+    const int64_t b0 = r0 + rows.begin(ib);
+    const int m = rows.rows(ib);
+    panel_product<NV>(m, K, a.x + b0 * K, K, panel, tile);
     for (int i = 0; i < m; ++i) {
       float* y = a.y + (b0 + i) * N;
       for (int v = 0; v < NV; ++v) {

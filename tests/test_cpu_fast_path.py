@@ -1,8 +1,8 @@
-"""The float32 fast path of the CPU layer ops (csrc/cpu/fast_path.h) at every
-instruction-set level that this CPU has, forced through RNNKIT_CPU_ISA.
+"""The fast path of the CPU layer ops (csrc/cpu/fast_path.h), float32 and float64,
+at every instruction-set level that this CPU has, forced through RNNKIT_CPU_ISA.
 
 Each level is compared with the plain-PyTorch reference run in float64 on the
-same float32 inputs, over sizes that exercise the tails of the vector blocks and
+same inputs (float32 to ~1e-5, float64 to 1e-9), over sizes that exercise the tails of the vector blocks and
 of the register tiles (H not a multiple of 8 or 16, odd batches, B = 1), lengths,
 reverse and the LSTM projection (which keeps the portable path). The results must
 also be bit for bit the same whatever the number of threads (on the vector levels).
@@ -10,6 +10,7 @@ also be bit for bit the same whatever the number of threads (on the vector level
 
 from __future__ import annotations
 
+import functools
 import os
 import random
 
@@ -23,6 +24,10 @@ pytestmark = pytest.mark.skipif(not _extension.loaded(),
                                 reason=f"rnnkit._C not loaded: {_extension.LOAD_ERROR}")
 
 LEVELS = ["avx512", "avx2", "generic"]
+DTYPES = [torch.float32, torch.float64]
+# (forward atol, rtol; gradient atol per unit of the gradient's size, rtol)
+TOLERANCES = {torch.float32: (2e-5, 1e-4, 5e-5, 1e-4),
+              torch.float64: (1e-10, 1e-9, 1e-10, 1e-9)}
 
 
 def _isa_now() -> str:
@@ -43,21 +48,23 @@ def _double(args):
 
 
 def _check(case, seed):
-    """float32 op and backward op against the float64 reference on the same inputs."""
+    """The op and its backward op against the float64 reference on the same inputs."""
     what = case.describe(seed)
+    dtype = case.input.dtype
+    atol, rtol, grad_atol, grad_rtol = TOLERANCES[dtype]
     with torch.no_grad():
         got = case.op(*case.args())
         want = case.reference(*_double(case.args()))
         for k, (g, w) in enumerate(zip(got, want)):
-            assert g.dtype == torch.float32
-            torch.testing.assert_close(g.double(), w, atol=2e-5, rtol=1e-4,
+            assert g.dtype == dtype
+            torch.testing.assert_close(g.double(), w, atol=atol, rtol=rtol,
                                        msg=lambda m: f"{what} forward output {k}: {m}")
         grads = case.output_grads(got)
         got_grads = case.backward_op(*case.backward_args(grads, got))
         want_grads = case.reference_backward(*_double(case.backward_args(grads, want)))
         for k, (g, w) in enumerate(zip(got_grads, want_grads)):
             scale = max(1.0, w.abs().max().item()) if w.numel() else 1.0
-            torch.testing.assert_close(g.double(), w, atol=5e-5 * scale, rtol=1e-4,
+            torch.testing.assert_close(g.double(), w, atol=grad_atol * scale, rtol=grad_rtol,
                                        msg=lambda m: f"{what} gradient {k}: {m}")
 
 
@@ -75,36 +82,39 @@ def _case(cell, rng, **kw):
     return Case(cell, **args)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("cell", CELLS)
-def test_level_matches_reference(level, cell):
+def test_level_matches_reference(level, cell, dtype):
     seed = _fresh_seed()
     rng = random.Random(seed)
     torch.manual_seed(seed)
     for _ in range(10):
-        _check(_case(cell, rng), seed)
+        _check(_case(cell, rng, dtype=dtype), seed)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("cell", CELLS)
-def test_level_edges(level, cell):
+def test_level_edges(level, cell, dtype):
     seed = _fresh_seed()
     rng = random.Random(seed)
     torch.manual_seed(seed)
+    case_of = functools.partial(_case, dtype=dtype)
     cases = [
-        _case(cell, rng, B=1, H=130, T=4),  # B = 1, several blocks, a tail
-        _case(cell, rng, B=13, H=47, T=5, reverse=True,
-              lengths=torch.tensor([5, 0, 3, 5, 1, 2, 4, 5, 0, 1, 5, 3, 2])),
-        _case(cell, rng, B=0, H=9, T=3),
-        _case(cell, rng, B=4, H=0, T=3),  # torch.nn's cells allow hidden_size=0
-        _case(cell, rng, B=4, H=9, T=3, I=0),  # no input features: only the recurrence
-        _case(cell, rng, B=3, H=20, T=3, lengths=torch.zeros(3, dtype=torch.int64)),
+        case_of(cell, rng, B=1, H=130, T=4),  # B = 1, several blocks, a tail
+        case_of(cell, rng, B=13, H=47, T=5, reverse=True,
+                lengths=torch.tensor([5, 0, 3, 5, 1, 2, 4, 5, 0, 1, 5, 3, 2])),
+        case_of(cell, rng, B=0, H=9, T=3),
+        case_of(cell, rng, B=4, H=0, T=3),  # torch.nn's cells allow hidden_size=0
+        case_of(cell, rng, B=4, H=9, T=3, I=0),  # no input features: only the recurrence
+        case_of(cell, rng, B=3, H=20, T=3, lengths=torch.zeros(3, dtype=torch.int64)),
         # The input projection runs in chunks of ceil(512 / B) steps: several
         # chunks (the last one short), both directions, with lengths.
-        _case(cell, rng, B=40, H=21, T=30, I=37, reverse=False),
-        _case(cell, rng, B=40, H=21, T=30, I=37, reverse=True,
-              lengths=torch.randint(0, 31, (40,))),
+        case_of(cell, rng, B=40, H=21, T=30, I=37, reverse=False),
+        case_of(cell, rng, B=40, H=21, T=30, I=37, reverse=True,
+                lengths=torch.randint(0, 31, (40,))),
     ]
     if cell == "lstm":  # the projection keeps the portable path
-        cases.append(_case(cell, rng, B=5, H=19, P=7, T=4, reverse=True))
+        cases.append(case_of(cell, rng, B=5, H=19, P=7, T=4, reverse=True))
     for case in cases:
         _check(case, seed)
 
@@ -123,15 +133,17 @@ def test_half_precision_runs_in_float(level, cell):
         torch.testing.assert_close(g.double(), w, atol=3e-2, rtol=3e-2)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("cell", CELLS)
-def test_results_do_not_depend_on_thread_count(level, cell):
+def test_results_do_not_depend_on_thread_count(level, cell, dtype):
     if level == "generic":
         pytest.skip("the portable path's ATen GEMMs may split their sums by thread")
     seed = _fresh_seed()
     rng = random.Random(seed)
     torch.manual_seed(seed)
     # Big enough for the step loop to use two workers (fast_path.h's rule).
-    case = _case(cell, rng, B=9, H=150, T=4, lengths=torch.tensor([4, 2, 4, 0, 3, 4, 1, 4, 4]))
+    case = _case(cell, rng, B=9, H=150, T=4, lengths=torch.tensor([4, 2, 4, 0, 3, 4, 1, 4, 4]),
+                 dtype=dtype)
     before = torch.get_num_threads()
     results = []
     try:
@@ -166,23 +178,24 @@ def test_default_is_the_widest_level(monkeypatch):
     assert default == widest
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("cell", CELLS)
-def test_strided_output_gradients(level, cell):
+def test_strided_output_gradients(level, cell, dtype):
     """Expanded (stride 0), permuted and strided-along-H gradients of the output,
     which the fast path reads in place or copies."""
     seed = _fresh_seed()
     rng = random.Random(seed)
     torch.manual_seed(seed)
-    case = _case(cell, rng, B=5, H=19, T=4)
+    case = _case(cell, rng, B=5, H=19, T=4, dtype=dtype)
     T, B, H = 4, 5, 19
     with torch.no_grad():
         out = case.op(*case.args())
     rest = [torch.randn_like(o) for o in out[1:3 if cell == "lstm" else 2]]
     grads = [
-        torch.ones(()).expand(T, B, H),
-        torch.randn(B, T, H).transpose(0, 1),
-        torch.randn(T, B, 2 * H)[:, :, ::2],
-        torch.randn(T, 1, H).expand(T, B, H),
+        torch.ones((), dtype=dtype).expand(T, B, H),
+        torch.randn(B, T, H, dtype=dtype).transpose(0, 1),
+        torch.randn(T, B, 2 * H, dtype=dtype)[:, :, ::2],
+        torch.randn(T, 1, H, dtype=dtype).expand(T, B, H),
     ]
     for g in grads:
         with torch.no_grad():
@@ -192,13 +205,14 @@ def test_strided_output_gradients(level, cell):
             assert torch.equal(a, b), f"{case.describe(seed)} grad strides {g.stride()}"
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("cell", CELLS)
-def test_nan_propagates_like_the_reference(level, cell):
+def test_nan_propagates_like_the_reference(level, cell, dtype):
     """A NaN in the input makes the same outputs NaN as in the reference (the vector
     exp, sigmoid, tanh and relu must not clamp it into a finite number)."""
     seed = _fresh_seed()
     torch.manual_seed(seed)
-    case = Case(cell, T=4, B=3, I=5, H=19, dtype=torch.float32)
+    case = Case(cell, T=4, B=3, I=5, H=19, dtype=dtype)
     case.input[1, 1, 2] = float("nan")
     with torch.no_grad():
         got = case.op(*case.args())
@@ -206,3 +220,12 @@ def test_nan_propagates_like_the_reference(level, cell):
     assert want[0].isnan().any()  # the NaN reaches the output: the test can fail
     for k, (g, w) in enumerate(zip(got, want)):
         assert torch.equal(g.isnan(), w.isnan()), f"{case.describe(seed)} output {k}"
+
+
+def test_fma_peak_probe(level):
+    """The benchmarks' peak: positive on a vector level, 0 on the portable one."""
+    peak = torch.ops.rnnkit._cpu_fma_peak(0.01)
+    if level == "generic":
+        assert peak == 0.0
+    else:
+        assert 0.0 < peak < 1e6

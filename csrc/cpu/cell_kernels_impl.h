@@ -1,51 +1,7 @@
 // The pointwise passes of the cell ops (fast_kernels.h, CellStepArgsOf, LstmCellGradArgsOf),
 // included by fast_kernels_impl.h inside one instruction set's namespace, after
-// cell_kernels_f64_impl.h. They run the gate math of rnnkit/cells.h itself on this set's
-// vectors: the instruction-set file includes cells.h under its target (so that its
-// templates are compiled for it), and CV and CMath below (DV and DMath for doubles) are
-// the value type and the math policy cells.h asks for. Only vectors are instantiated
-// here, never cells.h's scalar versions, which other files compile for any CPU.
-
-// ------------------------------------------------------------------ cells.h on vectors
-
-struct CV {
-  Vec v;
-  CV() = default;
-  RNNKIT_TARGET CV(Vec x) : v(x) {}
-  RNNKIT_TARGET CV(double c) : v(vset(static_cast<float>(c))) {}
-};
-RNNKIT_TARGET static inline CV operator+(CV a, CV b) { return vadd(a.v, b.v); }
-RNNKIT_TARGET static inline CV operator-(CV a, CV b) { return vsub(a.v, b.v); }
-RNNKIT_TARGET static inline CV operator*(CV a, CV b) { return vmul(a.v, b.v); }
-RNNKIT_TARGET static inline CV operator/(CV a, CV b) { return vdiv(a.v, b.v); }
-
-struct CMath {
-  RNNKIT_TARGET static CV exp(CV x) { return vexp(x.v); }
-  RNNKIT_TARGET static CV tanh(CV x) { return vtanh(x.v); }
-  // vmax returns its second operand for a NaN: relu lets it through, as torch.relu.
-  RNNKIT_TARGET static CV relu(CV x) { return vmax(vzero(), x.v); }
-  RNNKIT_TARGET static CV positive(CV y) { return vpositive(y.v); }
-};
-
-// The element types' lanes: vectors of n valid elements (the rest zero) in and out.
-struct FloatLanes {
-  using T = float;
-  using V = CV;
-  using M = CMath;
-  static constexpr int kWidth = W;
-  RNNKIT_TARGET static V load(const T* p, int n) { return vldn(p, n); }
-  RNNKIT_TARGET static void store(T* p, V v, int n) { vstn(p, v.v, n); }
-  RNNKIT_TARGET static int valid_at(int64_t H, int64_t j) { return valid(H, j); }
-};
-struct DoubleLanes {
-  using T = double;
-  using V = DV;
-  using M = DMath;
-  static constexpr int kWidth = DW;
-  RNNKIT_TARGET static V load(const T* p, int n) { return dldn(p, n); }
-  RNNKIT_TARGET static void store(T* p, V v, int n) { dstn(p, v.v, n); }
-  RNNKIT_TARGET static int valid_at(int64_t H, int64_t j) { return valid_d(H, j); }
-};
+// simd_lanes_impl.h. They run the gate math of rnnkit/cells.h on this set's vectors
+// through the lanes of simd_lanes_impl.h, as the layer kernels do.
 
 // n elements of p at offset, plus those of q when q is given.
 template <typename L>

@@ -43,7 +43,7 @@ struct StepOrder {
 };
 
 // x · W_ihᵀ + bias for every step at once, [T*B, G*H] (bias may be undefined):
-// the one GEMM hoisted out of the step loop of the portable path (the float32
+// the one GEMM hoisted out of the step loop of the portable path (the fast
 // fast path projects chunk by chunk inside its loop, fast_path.cpp).
 at::Tensor input_projection(const at::Tensor& x, const at::Tensor& w_ih, const at::Tensor& bias);
 

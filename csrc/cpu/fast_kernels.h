@@ -1,5 +1,5 @@
 #pragma once
-// The float32 step kernels of the CPU layers, compiled once per instruction set
+// The step kernels of the CPU layers, float32 and float64, compiled once per instruction set
 // (fast_kernels_avx512.cpp, fast_kernels_avx2.cpp from fast_kernels_impl.h) and
 // picked at run time (fast_path.h). This header is plain C++: it is included
 // both by the instruction-set files and by the drivers.
@@ -13,7 +13,7 @@
 // so the results do not depend on the number of threads.
 //
 // Packed panels (see pack_panels in fast_path.cpp): for block jb of U units,
-// panel jb is K rows of (gates × U) floats, row k holding W[g*H + jb*U + u][k] for
+// panel jb is K rows of (gates × U) elements, row k holding W[g*H + jb*U + u][k] for
 // g, then u; units past H are zero. The forward packs W_hh with U = the vector
 // width and one slot per gate (LSTM 4, GRU 3), or U = 4 vector widths for the
 // Elman RNN, and W_ih the same way for the input projection (computed in the step
@@ -26,47 +26,50 @@ namespace rnnkit {
 namespace cpu {
 namespace fast {
 
-// The widest vector the kernels of a level use, in floats, and the units of a
-// block of the plain (one-gate) panels: kPlainVectors vectors.
+// The units of a block of the plain (one-gate) panels: kPlainVectors vectors.
 constexpr int kPlainVectors = 4;
 
-struct LstmForwardArgs {
-  int64_t B, H;            // K = H (no projection on this path)
-  const float* packed;     // gate panels of W_hh
-  const float* gx;         // input projection with both biases, [*, B, 4H] from step gx_t0
+template <typename T>
+struct LstmForwardArgsOf {
+  int64_t B, H;        // K = H (no projection on this path)
+  const T* packed;     // gate panels of W_hh
+  const T* gx;         // input projection with both biases, [*, B, 4H] from step gx_t0
   int64_t gx_t0;
-  const int64_t* len;      // [B]
-  float* c;                // [B, H] running cell state
-  float* out;              // [T, B, H]
-  float* reserve;          // [T, B, 5H], or null when not wanted
+  const int64_t* len;  // [B]
+  T* c;                // [B, H] running cell state
+  T* out;              // [T, B, H]
+  T* reserve;          // [T, B, 5H], or null when not wanted
 };
 
-struct GruForwardArgs {
+template <typename T>
+struct GruForwardArgsOf {
   int64_t B, H;
-  const float* packed;  // gate panels of W_hh
-  const float* gx;      // input projection with b_ih and b_hr, b_hz, [*, B, 3H] from step gx_t0
+  const T* packed;  // gate panels of W_hh
+  const T* gx;      // input projection with b_ih and b_hr, b_hz, [*, B, 3H] from step gx_t0
   int64_t gx_t0;
-  const float* b_hn;    // [H] or null
+  const T* b_hn;    // [H] or null
   const int64_t* len;
-  float* out;      // [T, B, H]
-  float* reserve;  // [T, B, 4H], or null when not wanted
+  T* out;      // [T, B, H]
+  T* reserve;  // [T, B, 4H], or null when not wanted
 };
 
-struct RnnForwardArgs {
+template <typename T>
+struct RnnForwardArgsOf {
   int64_t B, H;
   bool relu;
-  const float* packed;  // plain panels of W_hh
-  const float* gx;      // input projection with both biases, [*, B, H] from step gx_t0
+  const T* packed;  // plain panels of W_hh
+  const T* gx;      // input projection with both biases, [*, B, H] from step gx_t0
   int64_t gx_t0;
   const int64_t* len;
-  float* out;  // [T, B, H]
+  T* out;  // [T, B, H]
 };
 
 // The gradient of the output, [T, B, H] with row strides (a gradient expanded
 // from a sum need not be copied): element (t, b, j) is
 // data[t*stride_t + b*stride_b + (broadcast ? 0 : j)].
-struct GradOut {
-  const float* data;
+template <typename T>
+struct GradOutOf {
+  const T* data;
   int64_t stride_t, stride_b;
   bool broadcast;
 };
@@ -76,53 +79,75 @@ struct GradOut {
 // for the sequences for which t_prev is real, then the pointwise pass of step t
 // (-1 for none), which writes that step's gate gradients and leaves in dh the
 // part of the gradient of h_{t-1} that does not go through W_hh.
-struct LstmBackwardArgs {
-  int64_t T, B, H;
+template <typename T>
+struct LstmBackwardArgsOf {
+  int64_t T_, B, H;
   bool reverse;
-  const float* packed;    // plain panels of W_hhᵀ, K = 4H
-  GradOut grad_out;
-  const float* reserve;   // [T, B, 5H]
-  const float* c0;        // [B, H]
+  const T* packed;    // plain panels of W_hhᵀ, K = 4H
+  GradOutOf<T> grad_out;
+  const T* reserve;   // [T, B, 5H]
+  const T* c0;        // [B, H]
   const int64_t* len;
-  float* dh;      // [B, H]
-  float* dc;      // [B, H]
-  float* dgates;  // [T, B, 4H]
+  T* dh;      // [B, H]
+  T* dc;      // [B, H]
+  T* dgates;  // [T, B, 4H]
 };
 
-struct GruBackwardArgs {
-  int64_t T, B, H;
+template <typename T>
+struct GruBackwardArgsOf {
+  int64_t T_, B, H;
   bool reverse;
-  const float* packed;   // plain panels of W_hhᵀ, K = 3H
-  GradOut grad_out;
-  const float* reserve;  // [T, B, 4H]
-  const float* out;      // [T, B, H] the forward's output: h_{t-1} is read from it
-  const float* h0;       // [B, H]
+  const T* packed;   // plain panels of W_hhᵀ, K = 3H
+  GradOutOf<T> grad_out;
+  const T* reserve;  // [T, B, 4H]
+  const T* out;      // [T, B, H] the forward's output: h_{t-1} is read from it
+  const T* h0;       // [B, H]
   const int64_t* len;
-  float* dh;      // [B, H]
-  float* dgates;  // [T, B, 4H] (r, z, hn, xn)
+  T* dh;      // [B, H]
+  T* dgates;  // [T, B, 4H] (r, z, hn, xn)
 };
 
-struct RnnBackwardArgs {
+template <typename T>
+struct RnnBackwardArgsOf {
   int64_t B, H;
   bool relu;
-  const float* packed;    // plain panels of W_hhᵀ, K = H
-  GradOut grad_out;
-  const float* out;       // [T, B, H]
+  const T* packed;    // plain panels of W_hhᵀ, K = H
+  GradOutOf<T> grad_out;
+  const T* out;       // [T, B, H]
   const int64_t* len;
-  float* dh;    // [B, H]
-  float* dpre;  // [T, B, H]
+  T* dh;    // [B, H]
+  T* dpre;  // [T, B, H]
 };
 
 // The input projection y = x · W_ihᵀ + bias for a run of rows: the columns of
 // one block of W_ih's panels, packed like W_hh's (gate panels of `gates` gates for
 // the LSTM and GRU, plain panels for the Elman RNN, gates = 1).
-struct ProjectionArgs {
+template <typename T>
+struct ProjectionArgsOf {
   int64_t N, K, H;      // y rows have N = gates*H columns, x rows K
   int gates;            // 3 or 4 (gate panels) or 1 (plain panels)
-  const float* packed;  // panels of W_ih
-  const float* x;       // [rows, K]
-  const float* bias;    // [N] or null
-  float* y;             // [rows, N]
+  const T* packed;      // panels of W_ih
+  const T* x;           // [rows, K]
+  const T* bias;        // [N] or null
+  T* y;                 // [rows, N]
+};
+
+// The layer kernels of one element type, float or double. h_prev/h_next: the
+// running state before and after step t ([B, H]; the forward alternates two
+// buffers).
+template <typename T>
+struct LayerKernels {
+  void (*lstm_forward)(const LstmForwardArgsOf<T>&, int64_t t, const T* h_prev, T* h_next,
+                       int64_t block);
+  void (*gru_forward)(const GruForwardArgsOf<T>&, int64_t t, const T* h_prev, T* h_next,
+                      int64_t block);
+  void (*rnn_forward)(const RnnForwardArgsOf<T>&, int64_t t, const T* h_prev, T* h_next,
+                      int64_t block);
+  void (*lstm_backward)(const LstmBackwardArgsOf<T>&, int64_t t_prev, int64_t t, int64_t block);
+  void (*gru_backward)(const GruBackwardArgsOf<T>&, int64_t t_prev, int64_t t, int64_t block);
+  void (*rnn_backward)(const RnnBackwardArgsOf<T>&, int64_t t_prev, int64_t t, int64_t block);
+  // Rows [r0, r1) of the projection for one block of kPlainVectors vectors of columns.
+  void (*projection)(const ProjectionArgsOf<T>&, int64_t r0, int64_t r1, int64_t block);
 };
 
 // The pointwise pass of one step of a cell op (cell_cpu.cpp) over rows [b0, b1) of
@@ -158,22 +183,12 @@ struct LstmCellGradArgsOf {
 using LstmCellGradArgs = LstmCellGradArgsOf<float>;
 using LstmCellGradArgsF64 = LstmCellGradArgsOf<double>;
 
-// One instruction set's kernels. h_prev/h_next: the running state before and
-// after step t ([B, H]; the forward alternates two buffers).
+// One instruction set's kernels.
 struct Kernels {
   const char* name;
   int width;  // floats per vector
-  void (*lstm_forward)(const LstmForwardArgs&, int64_t t, const float* h_prev, float* h_next,
-                       int64_t block);
-  void (*gru_forward)(const GruForwardArgs&, int64_t t, const float* h_prev, float* h_next,
-                      int64_t block);
-  void (*rnn_forward)(const RnnForwardArgs&, int64_t t, const float* h_prev, float* h_next,
-                      int64_t block);
-  void (*lstm_backward)(const LstmBackwardArgs&, int64_t t_prev, int64_t t, int64_t block);
-  void (*gru_backward)(const GruBackwardArgs&, int64_t t_prev, int64_t t, int64_t block);
-  void (*rnn_backward)(const RnnBackwardArgs&, int64_t t_prev, int64_t t, int64_t block);
-  // Rows [r0, r1) of the projection for one block of kPlainVectors vectors of columns.
-  void (*projection)(const ProjectionArgs&, int64_t r0, int64_t r1, int64_t block);
+  LayerKernels<float> f32;
+  LayerKernels<double> f64;
   // The pointwise passes of the cell ops' forward.
   void (*lstm_cell)(const CellStepArgs&, int64_t b0, int64_t b1);
   void (*gru_cell)(const CellStepArgs&, int64_t b0, int64_t b1);
@@ -184,6 +199,8 @@ struct Kernels {
   void (*rnn_cell_f64)(const CellStepArgsF64&, int64_t b0, int64_t b1);
   void (*lstm_cell_backward)(const LstmCellGradArgs&, int64_t b0, int64_t b1);
   void (*lstm_cell_backward_f64)(const LstmCellGradArgsF64&, int64_t b0, int64_t b1);
+  // iters rounds of 12 independent float FMA chains, 12 * width * iters FMAs.
+  float (*fma_chains)(int64_t iters);
 };
 
 // Null when this build or this compiler lacks the instruction set (whether the

@@ -92,7 +92,7 @@ RNNKIT_TARGET static inline Vec vpositive(Vec y) {
   return _mm256_and_ps(_mm256_cmp_ps(y, vzero(), _CMP_GT_OQ), vset(1.0f));
 }
 
-// Doubles, for the double-precision cell passes (cell_kernels_f64_impl.h).
+// Doubles, for the double-precision kernels (cell_kernels_f64_impl.h).
 using DVec = __m256d;
 constexpr int DW = 4;
 RNNKIT_TARGET static inline __m256i first_n_d(int n) {
@@ -110,6 +110,9 @@ RNNKIT_TARGET static inline void dstn(double* p, DVec v, int n) {
     _mm256_maskstore_pd(p, first_n_d(n), v);
   }
 }
+RNNKIT_TARGET static inline DVec dld(const double* p) { return _mm256_loadu_pd(p); }
+RNNKIT_TARGET static inline void dst(double* p, DVec v) { _mm256_storeu_pd(p, v); }
+RNNKIT_TARGET static inline DVec dbcast(const double* p) { return _mm256_broadcast_sd(p); }
 RNNKIT_TARGET static inline DVec dadd(DVec a, DVec b) { return _mm256_add_pd(a, b); }
 RNNKIT_TARGET static inline DVec dsub(DVec a, DVec b) { return _mm256_sub_pd(a, b); }
 RNNKIT_TARGET static inline DVec dmul(DVec a, DVec b) { return _mm256_mul_pd(a, b); }

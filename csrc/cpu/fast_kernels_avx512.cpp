@@ -86,7 +86,7 @@ RNNKIT_TARGET static inline Vec vpositive(Vec y) {
   return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(y, vzero(), _CMP_GT_OQ), vset(1.0f));
 }
 
-// Doubles, for the double-precision cell passes (cell_kernels_f64_impl.h).
+// Doubles, for the double-precision kernels (cell_kernels_f64_impl.h).
 using DVec = __m512d;
 constexpr int DW = 8;
 RNNKIT_TARGET static inline __mmask8 first_n_d(int n) {
@@ -100,6 +100,9 @@ RNNKIT_TARGET static inline DVec dldn(const double* p, int n) {
 RNNKIT_TARGET static inline void dstn(double* p, DVec v, int n) {
   _mm512_mask_storeu_pd(p, first_n_d(n), v);
 }
+RNNKIT_TARGET static inline DVec dld(const double* p) { return _mm512_loadu_pd(p); }
+RNNKIT_TARGET static inline void dst(double* p, DVec v) { _mm512_storeu_pd(p, v); }
+RNNKIT_TARGET static inline DVec dbcast(const double* p) { return _mm512_set1_pd(*p); }
 RNNKIT_TARGET static inline DVec dadd(DVec a, DVec b) { return _mm512_add_pd(a, b); }
 RNNKIT_TARGET static inline DVec dsub(DVec a, DVec b) { return _mm512_sub_pd(a, b); }
 RNNKIT_TARGET static inline DVec dmul(DVec a, DVec b) { return _mm512_mul_pd(a, b); }

@@ -1,4 +1,5 @@
-// The step kernels of fast_kernels.h, written once over a small vector API and
+// The step kernels of fast_kernels.h, written once over a small vector API (and
+// once over the element type, through the lanes of simd_lanes_impl.h) and
 // included by one file per instruction set, inside that set's namespace, after
 // it has defined:
 //   RNNKIT_TARGET              the target attribute every function here carries
@@ -6,6 +7,8 @@
 //   kRows4, kPass4, kRows3, kPass3, kWideRows  the register tiles (TileShape)
 //   vzero vset vld vst vldn vstn vbcast vadd vsub vmul vdiv vfmadd vfnmadd
 //   vmin vmax vabs vround vpow2n vcopysign vselect_lt vpositive
+//   DVec, DW and, for doubles: dzero dset dld dst dldn dstn dbcast dadd dsub dmul
+//   ddiv dfmadd dfnmadd dmin dmax dabs dround dpow2n dcopysign dselect_lt dpositive
 // (vldn/vstn load/store the first n floats, 0 <= n <= W, zeros elsewhere;
 // vfmadd(a, b, c) = a*b + c, vfnmadd(a, b, c) = c - a*b; vpow2n(p, n) = p * 2^n for
 // integral n; vselect_lt(a, b, x, y) = a < b ? x : y; vpositive(y) = y > 0 ? 1 : 0.)
@@ -13,8 +16,6 @@
 // and must not leak into code that runs elsewhere.
 
 // ------------------------------------------------------------------ math
-
-RNNKIT_TARGET static inline int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
 
 // Number of valid floats of a vector starting at unit j of a row of H units.
 RNNKIT_TARGET static inline int valid(int64_t H, int64_t j) {
@@ -43,11 +44,6 @@ RNNKIT_TARGET static inline Vec vexp(Vec x) {
   return vpow2n(p, n);
 }
 
-RNNKIT_TARGET static inline Vec vsigmoid(Vec x) {
-  const Vec one = vset(1.0f);
-  return vdiv(one, vadd(one, vexp(vsub(vzero(), x))));
-}
-
 // tanh: its odd Taylor series up to x^9 below |x| = 0.25 (where 1 - 2/(e^2x + 1)
 // would lose relative accuracy), 1 - 2/(e^2|x| + 1) with x's sign above.
 RNNKIT_TARGET static inline Vec vtanh(Vec x) {
@@ -65,80 +61,89 @@ RNNKIT_TARGET static inline Vec vtanh(Vec x) {
   return vselect_lt(ax, vset(0.25f), small, big);
 }
 
+#include "cell_kernels_f64_impl.h"
+#include "simd_lanes_impl.h"
+
 // ------------------------------------------------------------------ microkernel
 
-// tile[m][c] = sum_k A[m*lda + k] * panel[k*PV*W + c] for m < M, c < NV*W, the
-// tile's rows PV*W floats apart: NV of the PV vectors of each panel row.
-template <int M, int NV, int PV>
-RNNKIT_TARGET static inline void micro(int64_t K, const float* A, int64_t lda,
-                                       const float* panel, float* tile) {
-  Vec acc[M][NV];
+// tile[m][c] = sum_k A[m*lda + k] * panel[k*PV*w + c] for m < M, c < NV*w (w: the
+// lanes' width), the tile's rows PV*w elements apart: NV of the PV vectors of
+// each panel row.
+template <typename L, int M, int NV, int PV>
+RNNKIT_TARGET static inline void micro(int64_t K, const typename L::T* A, int64_t lda,
+                                       const typename L::T* panel, typename L::T* tile) {
+  using Raw = typename L::Raw;
+  constexpr int w = L::kWidth;
+  Raw acc[M][NV];
 #pragma GCC unroll 12
   for (int m = 0; m < M; ++m)
 #pragma GCC unroll 4
-    for (int v = 0; v < NV; ++v) acc[m][v] = vzero();
+    for (int v = 0; v < NV; ++v) acc[m][v] = L::zero();
   for (int64_t k = 0; k < K; ++k) {
-    const float* pk = panel + k * (PV * W);
-    Vec b[NV];
+    const typename L::T* pk = panel + k * (PV * w);
+    Raw b[NV];
 #pragma GCC unroll 4
-    for (int v = 0; v < NV; ++v) b[v] = vld(pk + v * W);
+    for (int v = 0; v < NV; ++v) b[v] = L::ld(pk + v * w);
 #pragma GCC unroll 12
     for (int m = 0; m < M; ++m) {
-      const Vec a = vbcast(A + m * lda + k);
+      const Raw a = L::bcast(A + m * lda + k);
 #pragma GCC unroll 4
-      for (int v = 0; v < NV; ++v) acc[m][v] = vfmadd(a, b[v], acc[m][v]);
+      for (int v = 0; v < NV; ++v) acc[m][v] = L::fma(a, b[v], acc[m][v]);
     }
   }
 #pragma GCC unroll 12
   for (int m = 0; m < M; ++m)
 #pragma GCC unroll 4
-    for (int v = 0; v < NV; ++v) vst(tile + m * (PV * W) + v * W, acc[m][v]);
+    for (int v = 0; v < NV; ++v) L::st(tile + m * (PV * w) + v * w, acc[m][v]);
 }
 
-// micro<m, NV, PV> for a run-time m in [1, M].
-template <int NV, int PV, int M>
-RNNKIT_TARGET static inline void micro_rows(int m, int64_t K, const float* A, int64_t lda,
-                                            const float* panel, float* tile) {
+// micro<L, m, NV, PV> for a run-time m in [1, M].
+template <typename L, int NV, int PV, int M>
+RNNKIT_TARGET static inline void micro_rows(int m, int64_t K, const typename L::T* A,
+                                            int64_t lda, const typename L::T* panel,
+                                            typename L::T* tile) {
   if constexpr (M > 0) {
     if (m == M) {
-      micro<M, NV, PV>(K, A, lda, panel, tile);
+      micro<L, M, NV, PV>(K, A, lda, panel, tile);
     } else {
-      micro_rows<NV, PV, M - 1>(m, K, A, lda, panel, tile);
+      micro_rows<L, NV, PV, M - 1>(m, K, A, lda, panel, tile);
     }
   }
 }
 
-// The register tiles of this instruction set for panels of PV vectors: a row
-// block has up to `rows` rows; blocks of more than kWideRows rows cover the
-// panel in column passes of `vectors` vectors (then one pass over what remains),
-// smaller ones in one pass over all PV vectors, which keeps enough independent
-// accumulators in flight to hide the FMA latency. A narrow pass over many rows
-// reads each weight once for more sequences; see the instruction-set files for
-// the shapes chosen.
+// The register tiles of this instruction set for panels of PV vectors, the same
+// for floats and doubles (they count registers): a row block has up to `rows`
+// rows; blocks of more than kWideRows rows cover the panel in column passes of
+// `vectors` vectors (then one pass over what remains), smaller ones in one pass
+// over all PV vectors, which keeps enough independent accumulators in flight to
+// hide the FMA latency. A narrow pass over many rows reads each weight once for
+// more sequences; see the instruction-set files for the shapes chosen.
 template <int PV>
 struct TileShape {
   static constexpr int rows = PV == 3 ? kRows3 : kRows4;
   static constexpr int vectors = PV == 3 ? kPass3 : kPass4;
 };
 
-// tile[i][c] = sum_k A[i*lda + k] * panel[k*PV*W + c] for i < m <= TileShape<PV>::rows
-// and every column c < PV*W of the panel.
-template <int PV>
-RNNKIT_TARGET static inline void panel_product(int m, int64_t K, const float* A, int64_t lda,
-                                               const float* panel, float* tile) {
+// tile[i][c] = sum_k A[i*lda + k] * panel[k*PV*w + c] for i < m <= TileShape<PV>::rows
+// and every column c < PV*w of the panel.
+template <typename L, int PV>
+RNNKIT_TARGET static inline void panel_product(int m, int64_t K, const typename L::T* A,
+                                               int64_t lda, const typename L::T* panel,
+                                               typename L::T* tile) {
   constexpr int MR = TileShape<PV>::rows;
   constexpr int NV = TileShape<PV>::vectors;
+  constexpr int w = L::kWidth;
   if constexpr (NV < PV) {
     if (m > kWideRows) {
       constexpr int full = PV / NV * NV;
       for (int v0 = 0; v0 < full; v0 += NV)
-        micro_rows<NV, PV, MR>(m, K, A, lda, panel + v0 * W, tile + v0 * W);
+        micro_rows<L, NV, PV, MR>(m, K, A, lda, panel + v0 * w, tile + v0 * w);
       if constexpr (full < PV)
-        micro_rows<PV - full, PV, MR>(m, K, A, lda, panel + full * W, tile + full * W);
+        micro_rows<L, PV - full, PV, MR>(m, K, A, lda, panel + full * w, tile + full * w);
       return;
     }
   }
-  micro_rows<PV, PV, (NV < PV ? kWideRows : MR)>(m, K, A, lda, panel, tile);
+  micro_rows<L, PV, PV, (NV < PV ? kWideRows : MR)>(m, K, A, lda, panel, tile);
 }
 
 // Rows [0, B) in row blocks of at most MR rows, all of nearly the same size (8
@@ -151,363 +156,402 @@ struct RowBlocks {
   int rows(int64_t i) const { return static_cast<int>(begin(i + 1) - begin(i)); }
 };
 
-RNNKIT_TARGET static inline void zero_n(float* p, int n) { vstn(p, vzero(), n); }
+// The largest tile a kernel stores, in elements: its rows of PV vectors.
+template <typename L, int PV>
+constexpr int tile_size() {
+  return TileShape<PV>::rows * PV * L::kWidth;
+}
 
-RNNKIT_TARGET static inline Vec load_grad(const GradOut& g, int64_t t, int64_t b, int64_t j, int n) {
-  const float* p = g.data + t * g.stride_t + b * g.stride_b;
-  return g.broadcast ? vset(*p) : vldn(p + j, n);
+template <typename L>
+RNNKIT_TARGET static inline void zero_n(typename L::T* p, int n) {
+  L::store(p, typename L::V(L::zero()), n);
+}
+
+template <typename L>
+RNNKIT_TARGET static inline typename L::V load_grad(const GradOutOf<typename L::T>& g, int64_t t,
+                                                    int64_t b, int64_t j, int n) {
+  const typename L::T* p = g.data + t * g.stride_t + b * g.stride_b;
+  return g.broadcast ? typename L::V(static_cast<double>(*p)) : L::load(p + j, n);
 }
 
 // ------------------------------------------------------------------ forward
+// One block of W units (LSTM, GRU: one vector of each gate) or of kPlainVectors
+// vectors of units (RNN), every sequence of the batch: the panel product, then
+// the cell math of cells.h on each row of the tile.
 
-RNNKIT_TARGET void lstm_forward(const LstmForwardArgs& a, int64_t t, const float* h_prev,
-                                float* h_next, int64_t block) {
-  constexpr int MR = TileShape<4>::rows;
+template <typename L>
+RNNKIT_TARGET void lstm_forward(const LstmForwardArgsOf<typename L::T>& a, int64_t t,
+                                const typename L::T* h_prev, typename L::T* h_next,
+                                int64_t block) {
+  using T = typename L::T;
+  using V = typename L::V;
+  constexpr int w = L::kWidth;
   const int64_t B = a.B, H = a.H;
-  const int64_t j = block * W;
-  const int n = valid(H, j);
-  const float* panel = a.packed + block * H * 4 * W;
-  alignas(64) float tile[MR * 4 * W];
-  const RowBlocks rows(B, MR);
+  const int64_t j = block * w;
+  const int n = L::valid_at(H, j);
+  const T* panel = a.packed + block * H * 4 * w;
+  alignas(64) T tile[tile_size<L, 4>()];
+  const RowBlocks rows(B, TileShape<4>::rows);
   for (int64_t ib = 0; ib < rows.count; ++ib) {
     const int64_t b0 = rows.begin(ib);
     const int m = rows.rows(ib);
-    panel_product<4>(m, H, h_prev + b0 * H, H, panel, tile);
+    panel_product<L, 4>(m, H, h_prev + b0 * H, H, panel, tile);
     for (int i = 0; i < m; ++i) {
       const int64_t b = b0 + i, row = t * B + b;
-      float* res = a.reserve ? a.reserve + row * 5 * H + j : nullptr;
-      float* out = a.out + row * H + j;
+      T* res = a.reserve ? a.reserve + row * 5 * H + j : nullptr;
+      T* out = a.out + row * H + j;
       if (t >= a.len[b]) {  // padded: zeros out, the state carries over
         if (res) {
-          for (int k = 0; k < 5; ++k) zero_n(res + k * H, n);
+          for (int k = 0; k < 5; ++k) zero_n<L>(res + k * H, n);
         }
-        zero_n(out, n);
-        vstn(h_next + b * H + j, vldn(h_prev + b * H + j, n), n);
+        zero_n<L>(out, n);
+        L::store(h_next + b * H + j, L::load(h_prev + b * H + j, n), n);
         continue;
       }
-      const float* x = a.gx + ((t - a.gx_t0) * B + b) * 4 * H + j;
-      const float* acc = tile + i * 4 * W;
-      const Vec ig = vsigmoid(vadd(vld(acc), vldn(x, n)));
-      const Vec fg = vsigmoid(vadd(vld(acc + W), vldn(x + H, n)));
-      const Vec gg = vtanh(vadd(vld(acc + 2 * W), vldn(x + 2 * H, n)));
-      const Vec og = vsigmoid(vadd(vld(acc + 3 * W), vldn(x + 3 * H, n)));
-      float* c_row = a.c + b * H + j;
-      const Vec c = vadd(vmul(fg, vldn(c_row, n)), vmul(ig, gg));
-      const Vec h = vmul(og, vtanh(c));
+      const T* x = a.gx + ((t - a.gx_t0) * B + b) * 4 * H + j;
+      const T* acc = tile + i * 4 * w;
+      auto pre = [&](int g) RNNKIT_TARGET { return V(L::ld(acc + g * w)) + L::load(x + g * H, n); };
+      T* c_row = a.c + b * H + j;
+      const auto s = ::rnnkit::cells::lstm_forward<V, typename L::M>(pre(0), pre(1), pre(2),
+                                                                     pre(3), L::load(c_row, n));
       if (res) {
-        vstn(res, ig, n);
-        vstn(res + H, fg, n);
-        vstn(res + 2 * H, gg, n);
-        vstn(res + 3 * H, og, n);
-        vstn(res + 4 * H, c, n);
+        L::store(res, s.i, n);
+        L::store(res + H, s.f, n);
+        L::store(res + 2 * H, s.g, n);
+        L::store(res + 3 * H, s.o, n);
+        L::store(res + 4 * H, s.c, n);
       }
-      vstn(c_row, c, n);
-      vstn(out, h, n);
-      vstn(h_next + b * H + j, h, n);
+      L::store(c_row, s.c, n);
+      L::store(out, s.h, n);
+      L::store(h_next + b * H + j, s.h, n);
     }
   }
 }
 
-RNNKIT_TARGET void gru_forward(const GruForwardArgs& a, int64_t t, const float* h_prev,
-                               float* h_next, int64_t block) {
-  constexpr int MR = TileShape<3>::rows;
+template <typename L>
+RNNKIT_TARGET void gru_forward(const GruForwardArgsOf<typename L::T>& a, int64_t t,
+                               const typename L::T* h_prev, typename L::T* h_next,
+                               int64_t block) {
+  using T = typename L::T;
+  using V = typename L::V;
+  constexpr int w = L::kWidth;
   const int64_t B = a.B, H = a.H;
-  const int64_t j = block * W;
-  const int n = valid(H, j);
-  const float* panel = a.packed + block * H * 3 * W;
-  const Vec b_hn = a.b_hn ? vldn(a.b_hn + j, n) : vzero();
-  alignas(64) float tile[MR * 3 * W];
-  const RowBlocks rows(B, MR);
+  const int64_t j = block * w;
+  const int n = L::valid_at(H, j);
+  const T* panel = a.packed + block * H * 3 * w;
+  const V b_hn = a.b_hn ? L::load(a.b_hn + j, n) : V(L::zero());
+  alignas(64) T tile[tile_size<L, 3>()];
+  const RowBlocks rows(B, TileShape<3>::rows);
   for (int64_t ib = 0; ib < rows.count; ++ib) {
     const int64_t b0 = rows.begin(ib);
     const int m = rows.rows(ib);
-    panel_product<3>(m, H, h_prev + b0 * H, H, panel, tile);
+    panel_product<L, 3>(m, H, h_prev + b0 * H, H, panel, tile);
     for (int i = 0; i < m; ++i) {
       const int64_t b = b0 + i, row = t * B + b;
-      float* res = a.reserve ? a.reserve + row * 4 * H + j : nullptr;
-      float* out = a.out + row * H + j;
-      const Vec hp = vldn(h_prev + b * H + j, n);
+      T* res = a.reserve ? a.reserve + row * 4 * H + j : nullptr;
+      T* out = a.out + row * H + j;
+      const V hp = L::load(h_prev + b * H + j, n);
       if (t >= a.len[b]) {
         if (res) {
-          for (int k = 0; k < 4; ++k) zero_n(res + k * H, n);
+          for (int k = 0; k < 4; ++k) zero_n<L>(res + k * H, n);
         }
-        zero_n(out, n);
-        vstn(h_next + b * H + j, hp, n);
+        zero_n<L>(out, n);
+        L::store(h_next + b * H + j, hp, n);
         continue;
       }
-      const float* x = a.gx + ((t - a.gx_t0) * B + b) * 3 * H + j;
-      const float* acc = tile + i * 3 * W;
-      const Vec hn = a.b_hn ? vadd(vld(acc + 2 * W), b_hn) : vld(acc + 2 * W);
-      const Vec r = vsigmoid(vadd(vldn(x, n), vld(acc)));
-      const Vec z = vsigmoid(vadd(vldn(x + H, n), vld(acc + W)));
-      const Vec nn = vtanh(vadd(vldn(x + 2 * H, n), vmul(r, hn)));
-      const Vec h = vadd(vmul(vsub(vset(1.0f), z), nn), vmul(z, hp));
+      const T* x = a.gx + ((t - a.gx_t0) * B + b) * 3 * H + j;
+      const T* acc = tile + i * 3 * w;
+      const V hn = a.b_hn ? V(L::ld(acc + 2 * w)) + b_hn : V(L::ld(acc + 2 * w));
+      const auto s = ::rnnkit::cells::gru_forward<V, typename L::M>(
+          L::load(x, n), L::load(x + H, n), L::load(x + 2 * H, n), V(L::ld(acc)),
+          V(L::ld(acc + w)), hn, hp);
       if (res) {
-        vstn(res, r, n);
-        vstn(res + H, z, n);
-        vstn(res + 2 * H, nn, n);
-        vstn(res + 3 * H, hn, n);
+        L::store(res, s.r, n);
+        L::store(res + H, s.z, n);
+        L::store(res + 2 * H, s.n, n);
+        L::store(res + 3 * H, hn, n);
       }
-      vstn(out, h, n);
-      vstn(h_next + b * H + j, h, n);
+      L::store(out, s.h, n);
+      L::store(h_next + b * H + j, s.h, n);
     }
   }
 }
 
-RNNKIT_TARGET void rnn_forward(const RnnForwardArgs& a, int64_t t, const float* h_prev,
-                               float* h_next, int64_t block) {
-  constexpr int MR = TileShape<4>::rows;
+template <typename L>
+RNNKIT_TARGET void rnn_forward(const RnnForwardArgsOf<typename L::T>& a, int64_t t,
+                               const typename L::T* h_prev, typename L::T* h_next,
+                               int64_t block) {
+  using T = typename L::T;
+  using V = typename L::V;
   constexpr int NV = kPlainVectors;
+  constexpr int w = L::kWidth;
   const int64_t B = a.B, H = a.H;
-  const int64_t j0 = block * NV * W;
-  const float* panel = a.packed + block * H * NV * W;
-  alignas(64) float tile[MR * NV * W];
-  const RowBlocks rows(B, MR);
+  const int64_t j0 = block * NV * w;
+  const T* panel = a.packed + block * H * NV * w;
+  alignas(64) T tile[tile_size<L, NV>()];
+  const RowBlocks rows(B, TileShape<NV>::rows);
   for (int64_t ib = 0; ib < rows.count; ++ib) {
     const int64_t b0 = rows.begin(ib);
     const int m = rows.rows(ib);
-    panel_product<NV>(m, H, h_prev + b0 * H, H, panel, tile);
+    panel_product<L, NV>(m, H, h_prev + b0 * H, H, panel, tile);
     for (int i = 0; i < m; ++i) {
       const int64_t b = b0 + i, row = t * B + b;
       const bool padded = t >= a.len[b];
       for (int v = 0; v < NV; ++v) {
-        const int64_t j = j0 + v * W;
-        const int n = valid(H, j);
+        const int64_t j = j0 + v * w;
+        const int n = L::valid_at(H, j);
         if (n == 0) break;
-        float* out = a.out + row * H + j;
+        T* out = a.out + row * H + j;
         if (padded) {
-          zero_n(out, n);
-          vstn(h_next + b * H + j, vldn(h_prev + b * H + j, n), n);
+          zero_n<L>(out, n);
+          L::store(h_next + b * H + j, L::load(h_prev + b * H + j, n), n);
           continue;
         }
-        const Vec pre = vadd(vld(tile + i * NV * W + v * W), vldn(a.gx + ((t - a.gx_t0) * B + b) * H + j, n));
-        const Vec h = a.relu ? vmax(vzero(), pre) : vtanh(pre);  // NaN stays NaN (see vexp)
-        vstn(out, h, n);
-        vstn(h_next + b * H + j, h, n);
+        const V pre = V(L::ld(tile + i * NV * w + v * w)) +
+                      L::load(a.gx + ((t - a.gx_t0) * B + b) * H + j, n);
+        const V h = ::rnnkit::cells::rnn_forward<V, typename L::M>(pre, a.relu);
+        L::store(out, h, n);
+        L::store(h_next + b * H + j, h, n);
       }
     }
   }
 }
 
 // ------------------------------------------------------------------ backward
+// The product of the previous iteration's gate gradients with the block's columns
+// of W_hh, added into dh, then the backward cell math of cells.h: the frame is
+// the same for the three cells (backward_block); each supplies its K, the stride
+// of its gate gradients and its pointwise pass of one unit vector.
 
 // dh[b] += tile rows for the sequences for which step t_prev was real, for the
-// vectors of units [j0, j0 + NV*W) of a row block.
-RNNKIT_TARGET static inline void add_product(const float* tile, int64_t b0, int m, int64_t t_prev,
-                                             const int64_t* len, int64_t H, int64_t j0,
-                                             float* dh) {
+// vectors of units [j0, j0 + NV*w) of a row block.
+template <typename L>
+RNNKIT_TARGET static inline void add_product(const typename L::T* tile, int64_t b0, int m,
+                                             int64_t t_prev, const int64_t* len, int64_t H,
+                                             int64_t j0, typename L::T* dh) {
+  using V = typename L::V;
   constexpr int NV = kPlainVectors;
+  constexpr int w = L::kWidth;
   for (int i = 0; i < m; ++i) {
     const int64_t b = b0 + i;
     if (t_prev >= len[b]) continue;
     for (int v = 0; v < NV; ++v) {
-      const int64_t j = j0 + v * W;
-      const int n = valid(H, j);
+      const int64_t j = j0 + v * w;
+      const int n = L::valid_at(H, j);
       if (n == 0) break;
-      float* d = dh + b * H + j;
-      vstn(d, vadd(vldn(d, n), vld(tile + i * NV * W + v * W)), n);
+      typename L::T* d = dh + b * H + j;
+      L::store(d, L::load(d, n) + V(L::ld(tile + i * NV * w + v * w)), n);
     }
   }
 }
 
-RNNKIT_TARGET void lstm_backward(const LstmBackwardArgs& a, int64_t t_prev, int64_t t,
-                                 int64_t block) {
-  constexpr int MR = TileShape<4>::rows;
+// One block of kPlainVectors vectors of units: for each row block, dh += the
+// product of the gate gradients of step t_prev ([T, B, ld] from `dg`, K columns)
+// with the block's panel, then unit(b, j, n) for each real... sequence of step t
+// (unit handles the padding itself) and each unit vector j of the block.
+template <typename L, typename Unit>
+RNNKIT_TARGET static inline void backward_block(int64_t B, int64_t H, int64_t K,
+                                                const typename L::T* dg, int64_t ld,
+                                                const typename L::T* packed,
+                                                const int64_t* len, typename L::T* dh,
+                                                int64_t t_prev, int64_t t, int64_t block,
+                                                const Unit& unit) {
+  using T = typename L::T;
   constexpr int NV = kPlainVectors;
-  const int64_t B = a.B, H = a.H;
-  const int64_t j0 = block * NV * W;
-  const float* panel = a.packed + block * 4 * H * NV * W;
-  alignas(64) float tile[MR * NV * W];
-  const RowBlocks rows(B, MR);
+  constexpr int w = L::kWidth;
+  const int64_t j0 = block * NV * w;
+  const T* panel = packed + block * K * NV * w;
+  alignas(64) T tile[tile_size<L, NV>()];
+  const RowBlocks rows(B, TileShape<NV>::rows);
   for (int64_t ib = 0; ib < rows.count; ++ib) {
     const int64_t b0 = rows.begin(ib);
     const int m = rows.rows(ib);
     if (t_prev >= 0) {
-      panel_product<NV>(m, 4 * H, a.dgates + (t_prev * B + b0) * 4 * H, 4 * H, panel, tile);
-      add_product(tile, b0, m, t_prev, a.len, H, j0, a.dh);
+      panel_product<L, NV>(m, K, dg + (t_prev * B + b0) * ld, ld, panel, tile);
+      add_product<L>(tile, b0, m, t_prev, len, H, j0, dh);
     }
     if (t < 0) continue;
     for (int i = 0; i < m; ++i) {
-      const int64_t b = b0 + i, row = t * B + b, length = a.len[b];
-      float* dg = a.dgates + row * 4 * H;
-      const float* res = a.reserve + row * 5 * H;
-      const bool first = a.reverse ? t + 1 >= length : t == 0;
-      const float* c_prev =
-          first ? a.c0 + b * H
-                : a.reserve + ((a.reverse ? t + 1 : t - 1) * B + b) * 5 * H + 4 * H;
       for (int v = 0; v < NV; ++v) {
-        const int64_t j = j0 + v * W;
-        const int n = valid(H, j);
+        const int64_t j = j0 + v * w;
+        const int n = L::valid_at(H, j);
         if (n == 0) break;
-        if (t >= length) {  // padded: no gradient, dh and dc pass through
-          for (int k = 0; k < 4; ++k) zero_n(dg + k * H + j, n);
-          continue;
-        }
-        float* dh = a.dh + b * H + j;
-        float* dc = a.dc + b * H + j;
-        const Vec dhj = vadd(vldn(dh, n), load_grad(a.grad_out, t, b, j, n));
-        const Vec i_ = vldn(res + j, n), f = vldn(res + H + j, n), g = vldn(res + 2 * H + j, n);
-        const Vec o = vldn(res + 3 * H + j, n), c = vldn(res + 4 * H + j, n);
-        const Vec one = vset(1.0f);
-        const Vec tc = vtanh(c);
-        const Vec dct = vadd(vldn(dc, n), vmul(vmul(dhj, o), vsub(one, vmul(tc, tc))));
-        vstn(dg + j, vmul(vmul(vmul(dct, g), i_), vsub(one, i_)), n);
-        vstn(dg + H + j, vmul(vmul(vmul(dct, vldn(c_prev + j, n)), f), vsub(one, f)), n);
-        vstn(dg + 2 * H + j, vmul(vmul(dct, i_), vsub(one, vmul(g, g))), n);
-        vstn(dg + 3 * H + j, vmul(vmul(vmul(dhj, tc), o), vsub(one, o)), n);
-        vstn(dc, vmul(dct, f), n);
-        vstn(dh, vzero(), n);  // the next iteration adds dgates · W_hh
+        unit(b0 + i, j, n);
       }
     }
   }
 }
 
-RNNKIT_TARGET void gru_backward(const GruBackwardArgs& a, int64_t t_prev, int64_t t,
-                                int64_t block) {
-  constexpr int MR = TileShape<4>::rows;
-  constexpr int NV = kPlainVectors;
+template <typename L>
+RNNKIT_TARGET void lstm_backward(const LstmBackwardArgsOf<typename L::T>& a, int64_t t_prev,
+                                 int64_t t, int64_t block) {
+  using T = typename L::T;
+  using V = typename L::V;
   const int64_t B = a.B, H = a.H;
-  const int64_t j0 = block * NV * W;
-  const float* panel = a.packed + block * 3 * H * NV * W;
-  alignas(64) float tile[MR * NV * W];
-  const RowBlocks rows(B, MR);
-  for (int64_t ib = 0; ib < rows.count; ++ib) {
-    const int64_t b0 = rows.begin(ib);
-    const int m = rows.rows(ib);
-    if (t_prev >= 0) {
-      panel_product<NV>(m, 3 * H, a.dgates + (t_prev * B + b0) * 4 * H, 4 * H, panel, tile);
-      add_product(tile, b0, m, t_prev, a.len, H, j0, a.dh);
+  backward_block<L>(B, H, 4 * H, a.dgates, 4 * H, a.packed, a.len, a.dh, t_prev, t, block,
+                    [&](int64_t b, int64_t j, int n) RNNKIT_TARGET {
+    const int64_t row = t * B + b, length = a.len[b];
+    T* dg = a.dgates + row * 4 * H;
+    if (t >= length) {  // padded: no gradient, dh and dc pass through
+      for (int k = 0; k < 4; ++k) zero_n<L>(dg + k * H + j, n);
+      return;
     }
-    if (t < 0) continue;
-    for (int i = 0; i < m; ++i) {
-      const int64_t b = b0 + i, row = t * B + b, length = a.len[b];
-      float* dg = a.dgates + row * 4 * H;
-      const float* res = a.reserve + row * 4 * H;
-      const bool first = a.reverse ? t + 1 >= length : t == 0;
-      const float* h_prev =
-          first ? a.h0 + b * H : a.out + ((a.reverse ? t + 1 : t - 1) * B + b) * H;
-      for (int v = 0; v < NV; ++v) {
-        const int64_t j = j0 + v * W;
-        const int n = valid(H, j);
-        if (n == 0) break;
-        if (t >= length) {
-          for (int k = 0; k < 4; ++k) zero_n(dg + k * H + j, n);
-          continue;
-        }
-        float* dh = a.dh + b * H + j;
-        const Vec dhj = vadd(vldn(dh, n), load_grad(a.grad_out, t, b, j, n));
-        const Vec r = vldn(res + j, n), z = vldn(res + H + j, n), nn = vldn(res + 2 * H + j, n);
-        const Vec hn = vldn(res + 3 * H + j, n), hp = vldn(h_prev + j, n);
-        const Vec one = vset(1.0f);
-        const Vec dn = vmul(dhj, vsub(one, z));
-        const Vec dz = vmul(dhj, vsub(hp, nn));
-        const Vec dxn = vmul(dn, vsub(one, vmul(nn, nn)));
-        vstn(dg + j, vmul(vmul(vmul(dxn, hn), r), vsub(one, r)), n);
-        vstn(dg + H + j, vmul(vmul(dz, z), vsub(one, z)), n);
-        vstn(dg + 2 * H + j, vmul(dxn, r), n);
-        vstn(dg + 3 * H + j, dxn, n);
-        vstn(dh, vmul(dhj, z), n);  // the next iteration adds dgates · W_hh
-      }
-    }
-  }
+    const T* res = a.reserve + row * 5 * H;
+    const bool first = a.reverse ? t + 1 >= length : t == 0;
+    const T* c_prev = first ? a.c0 + b * H
+                            : a.reserve + ((a.reverse ? t + 1 : t - 1) * B + b) * 5 * H + 4 * H;
+    T* dh = a.dh + b * H + j;
+    T* dc = a.dc + b * H + j;
+    const V dhj = L::load(dh, n) + load_grad<L>(a.grad_out, t, b, j, n);
+    const auto d = ::rnnkit::cells::lstm_backward<V, typename L::M>(
+        dhj, L::load(dc, n), L::load(res + j, n), L::load(res + H + j, n),
+        L::load(res + 2 * H + j, n), L::load(res + 3 * H + j, n), L::load(res + 4 * H + j, n),
+        L::load(c_prev + j, n));
+    L::store(dg + j, d.pre_i, n);
+    L::store(dg + H + j, d.pre_f, n);
+    L::store(dg + 2 * H + j, d.pre_g, n);
+    L::store(dg + 3 * H + j, d.pre_o, n);
+    L::store(dc, d.c_prev, n);
+    zero_n<L>(dh, n);  // the next iteration adds dgates · W_hh
+  });
 }
 
-RNNKIT_TARGET void rnn_backward(const RnnBackwardArgs& a, int64_t t_prev, int64_t t,
-                                int64_t block) {
-  constexpr int MR = TileShape<4>::rows;
-  constexpr int NV = kPlainVectors;
+template <typename L>
+RNNKIT_TARGET void gru_backward(const GruBackwardArgsOf<typename L::T>& a, int64_t t_prev,
+                                int64_t t, int64_t block) {
+  using T = typename L::T;
+  using V = typename L::V;
   const int64_t B = a.B, H = a.H;
-  const int64_t j0 = block * NV * W;
-  const float* panel = a.packed + block * H * NV * W;
-  alignas(64) float tile[MR * NV * W];
-  const RowBlocks rows(B, MR);
-  for (int64_t ib = 0; ib < rows.count; ++ib) {
-    const int64_t b0 = rows.begin(ib);
-    const int m = rows.rows(ib);
-    if (t_prev >= 0) {
-      panel_product<NV>(m, H, a.dpre + (t_prev * B + b0) * H, H, panel, tile);
-      add_product(tile, b0, m, t_prev, a.len, H, j0, a.dh);
+  // K = 3H: the gradients of r, z and hn, the first three of each row of four.
+  backward_block<L>(B, H, 3 * H, a.dgates, 4 * H, a.packed, a.len, a.dh, t_prev, t, block,
+                    [&](int64_t b, int64_t j, int n) RNNKIT_TARGET {
+    const int64_t row = t * B + b, length = a.len[b];
+    T* dg = a.dgates + row * 4 * H;
+    if (t >= length) {
+      for (int k = 0; k < 4; ++k) zero_n<L>(dg + k * H + j, n);
+      return;
     }
-    if (t < 0) continue;
-    for (int i = 0; i < m; ++i) {
-      const int64_t b = b0 + i, row = t * B + b;
-      for (int v = 0; v < NV; ++v) {
-        const int64_t j = j0 + v * W;
-        const int n = valid(H, j);
-        if (n == 0) break;
-        float* d = a.dpre + row * H + j;
-        if (t >= a.len[b]) {
-          zero_n(d, n);
-          continue;
-        }
-        float* dh = a.dh + b * H + j;
-        const Vec dhj = vadd(vldn(dh, n), load_grad(a.grad_out, t, b, j, n));
-        const Vec y = vldn(a.out + row * H + j, n);
-        const Vec g = a.relu ? vmul(dhj, vpositive(y))
-                             : vmul(dhj, vsub(vset(1.0f), vmul(y, y)));
-        vstn(d, g, n);
-        vstn(dh, vzero(), n);
-      }
+    const T* res = a.reserve + row * 4 * H;
+    const bool first = a.reverse ? t + 1 >= length : t == 0;
+    const T* h_prev = first ? a.h0 + b * H : a.out + ((a.reverse ? t + 1 : t - 1) * B + b) * H;
+    T* dh = a.dh + b * H + j;
+    const V dhj = L::load(dh, n) + load_grad<L>(a.grad_out, t, b, j, n);
+    const auto d = ::rnnkit::cells::gru_backward<V, typename L::M>(
+        dhj, L::load(res + j, n), L::load(res + H + j, n), L::load(res + 2 * H + j, n),
+        L::load(res + 3 * H + j, n), L::load(h_prev + j, n));
+    L::store(dg + j, d.pre_r, n);
+    L::store(dg + H + j, d.pre_z, n);
+    L::store(dg + 2 * H + j, d.hn, n);
+    L::store(dg + 3 * H + j, d.xn, n);
+    L::store(dh, d.h_prev, n);  // the next iteration adds dgates · W_hh
+  });
+}
+
+template <typename L>
+RNNKIT_TARGET void rnn_backward(const RnnBackwardArgsOf<typename L::T>& a, int64_t t_prev,
+                                int64_t t, int64_t block) {
+  using T = typename L::T;
+  using V = typename L::V;
+  const int64_t B = a.B, H = a.H;
+  backward_block<L>(B, H, H, a.dpre, H, a.packed, a.len, a.dh, t_prev, t, block,
+                    [&](int64_t b, int64_t j, int n) RNNKIT_TARGET {
+    const int64_t row = t * B + b;
+    T* d = a.dpre + row * H + j;
+    if (t >= a.len[b]) {
+      zero_n<L>(d, n);
+      return;
     }
-  }
+    T* dh = a.dh + b * H + j;
+    const V dhj = L::load(dh, n) + load_grad<L>(a.grad_out, t, b, j, n);
+    L::store(d, ::rnnkit::cells::rnn_backward<V, typename L::M>(
+                    dhj, L::load(a.out + row * H + j, n), a.relu), n);
+    zero_n<L>(dh, n);
+  });
 }
 
 // ------------------------------------------------------------------ projection
 
-template <int NV>
-RNNKIT_TARGET static inline void projection_rows(const ProjectionArgs& a, int64_t r0, int64_t r1,
-                                                 int64_t block) {
-  constexpr int MR = TileShape<NV>::rows;
+template <typename L, int NV>
+RNNKIT_TARGET static inline void projection_rows(const ProjectionArgsOf<typename L::T>& a,
+                                                 int64_t r0, int64_t r1, int64_t block) {
+  using T = typename L::T;
+  using V = typename L::V;
+  constexpr int w = L::kWidth;
   const int64_t N = a.N, K = a.K, H = a.H;
   const bool gated = a.gates > 1;
-  const float* panel = a.packed + block * K * NV * W;
+  const T* panel = a.packed + block * K * NV * w;
   // Vector v covers columns col[v] .. col[v] + n[v] of y.
   int64_t col[NV];
   int n[NV];
-  Vec bias[NV];
+  V bias[NV];
   for (int v = 0; v < NV; ++v) {
-    const int64_t unit = gated ? block * W : block * NV * W + v * W;
+    const int64_t unit = gated ? block * w : block * NV * w + v * w;
     col[v] = gated ? v * H + unit : unit;
-    n[v] = valid(gated ? H : N, unit);
-    bias[v] = a.bias && n[v] > 0 ? vldn(a.bias + col[v], n[v]) : vzero();
+    n[v] = L::valid_at(gated ? H : N, unit);
+    bias[v] = a.bias && n[v] > 0 ? L::load(a.bias + col[v], n[v]) : V(L::zero());
   }
-  alignas(64) float tile[MR * NV * W];
-  const RowBlocks rows(r1 - r0, MR);
+  alignas(64) T tile[tile_size<L, NV>()];
+  const RowBlocks rows(r1 - r0, TileShape<NV>::rows);
   for (int64_t ib = 0; ib < rows.count; ++ib) {
     const int64_t b0 = r0 + rows.begin(ib);
     const int m = rows.rows(ib);
-    panel_product<NV>(m, K, a.x + b0 * K, K, panel, tile);
+    panel_product<L, NV>(m, K, a.x + b0 * K, K, panel, tile);
     for (int i = 0; i < m; ++i) {
-      float* y = a.y + (b0 + i) * N;
+      T* y = a.y + (b0 + i) * N;
       for (int v = 0; v < NV; ++v) {
         if (n[v] == 0) break;
-        vstn(y + col[v], vadd(vld(tile + i * NV * W + v * W), bias[v]), n[v]);
+        L::store(y + col[v], V(L::ld(tile + i * NV * w + v * w)) + bias[v], n[v]);
       }
     }
   }
 }
 
-RNNKIT_TARGET void projection(const ProjectionArgs& a, int64_t r0, int64_t r1, int64_t block) {
+template <typename L>
+RNNKIT_TARGET void projection(const ProjectionArgsOf<typename L::T>& a, int64_t r0, int64_t r1,
+                              int64_t block) {
   if (a.gates == 3) {
-    projection_rows<3>(a, r0, r1, block);
+    projection_rows<L, 3>(a, r0, r1, block);
   } else {
-    projection_rows<4>(a, r0, r1, block);
+    projection_rows<L, 4>(a, r0, r1, block);
   }
 }
 
-#include "cell_kernels_f64_impl.h"
 #include "cell_kernels_impl.h"
+
+// ------------------------------------------------------------------ peak
+
+// `iters` rounds of 12 independent chains of vector FMAs, enough to cover the FMA
+// latency on two pipes: the arithmetic peak the benchmarks measure against.
+// Returns the sum of the chains so that no compiler can drop them.
+RNNKIT_TARGET float fma_chains(int64_t iters) {
+  constexpr int kChains = 12;
+  Vec acc[kChains];
+  for (int i = 0; i < kChains; ++i) acc[i] = vset(1.0f + 1e-3f * i);
+  const Vec a = vset(0.999999f), b = vset(1e-7f);
+  for (int64_t it = 0; it < iters; ++it) {
+#pragma GCC unroll 12
+    for (int i = 0; i < kChains; ++i) acc[i] = vfmadd(acc[i], a, b);
+  }
+  alignas(64) float lanes[W];
+  float sum = 0.0f;
+  for (int i = 0; i < kChains; ++i) {
+    vst(lanes, acc[i]);
+    for (int l = 0; l < W; ++l) sum += lanes[l];
+  }
+  return sum;
+}
+
+template <typename L>
+constexpr LayerKernels<typename L::T> layer_kernels() {
+  return {&lstm_forward<L>,  &gru_forward<L>,  &rnn_forward<L>, &lstm_backward<L>,
+          &gru_backward<L>,  &rnn_backward<L>, &projection<L>};
+}
 
 // The table handed to the drivers.
 static const Kernels kKernels = {kName,
                                  W,
-                                 &lstm_forward,
-                                 &gru_forward,
-                                 &rnn_forward,
-                                 &lstm_backward,
-                                 &gru_backward,
-                                 &rnn_backward,
-                                 &projection,
+                                 layer_kernels<FloatLanes>(),
+                                 layer_kernels<DoubleLanes>(),
                                  &lstm_cell_pass<FloatLanes>,
                                  &gru_cell_pass<FloatLanes>,
                                  &rnn_cell_pass<FloatLanes>,
@@ -515,4 +559,5 @@ static const Kernels kKernels = {kName,
                                  &gru_cell_pass<DoubleLanes>,
                                  &rnn_cell_pass<DoubleLanes>,
                                  &lstm_cell_backward_pass<FloatLanes>,
-                                 &lstm_cell_backward_pass<DoubleLanes>};
+                                 &lstm_cell_backward_pass<DoubleLanes>,
+                                 &fma_chains};

@@ -1,4 +1,4 @@
-// The drivers of the float32 fast path (see fast_path.h).
+// The drivers of the fast path, float32 and float64 (see fast_path.h).
 
 #include "fast_path.h"
 
@@ -6,7 +6,9 @@
 #include <c10/util/Exception.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cctype>
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <string>
@@ -34,7 +36,23 @@ bool cpu_has_avx2() {
 #endif
 }
 
-at::Tensor empty_floats(int64_t n) { return at::empty({n}, at::TensorOptions().dtype(at::kFloat)); }
+template <typename T>
+at::Tensor empty_of(int64_t n) {
+  return at::empty({n}, at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value));
+}
+
+// Elements of T per vector of the kernels k.
+template <typename T>
+int64_t lanes(const Kernels& k) {
+  return k.width * static_cast<int64_t>(sizeof(float)) / static_cast<int64_t>(sizeof(T));
+}
+
+template <typename T>
+const LayerKernels<T>& layer(const Kernels& k);
+template <>
+const LayerKernels<float>& layer<float>(const Kernels& k) { return k.f32; }
+template <>
+const LayerKernels<double>& layer<double>(const Kernels& k) { return k.f64; }
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
@@ -58,35 +76,66 @@ const Kernels* select() {
   return avx512 ? avx512 : avx2;
 }
 
+double fma_peak_gflops(double seconds) {
+  const Kernels* k = select();
+  if (k == nullptr) return 0.0;
+  const int64_t threads = std::max<int64_t>(1, at::get_num_threads());
+  auto run = [&](int64_t iters) {
+    std::atomic<float> sink{0.0f};
+    const auto start = std::chrono::steady_clock::now();
+    at::parallel_for(0, threads, 1, [&](int64_t w0, int64_t w1) {
+      for (int64_t w = w0; w < w1; ++w) sink.store(k->fma_chains(iters));
+    });
+    const double elapsed =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    return std::max(elapsed, 1e-9);
+  };
+  int64_t iters = 1 << 16;
+  double elapsed = run(iters);
+  while (elapsed < seconds / 12 && iters < (int64_t{1} << 40)) {  // calibrate, then time
+    iters *= 4;
+    elapsed = run(iters);
+  }
+  // The best of three runs of `seconds` / 3: a peak, not an average over the
+  // moments when another process or the threads' start-up took a core.
+  iters = std::max<int64_t>(1, static_cast<int64_t>(static_cast<double>(iters) * seconds / 3 /
+                                                     elapsed));
+  elapsed = run(iters);
+  for (int r = 0; r < 2; ++r) elapsed = std::min(elapsed, run(iters));
+  const double fmas = static_cast<double>(threads) * static_cast<double>(iters) * 12.0 * k->width;
+  return 2.0 * fmas / elapsed / 1e9;
+}
+
 const char* selected_name() {
   const Kernels* k = select();
   return k ? k->name : "generic";
 }
 
-at::Tensor pack_panels(const float* src, int64_t gates, int64_t H, int64_t K, int64_t gate_stride,
+template <typename T>
+at::Tensor pack_panels(const T* src, int64_t gates, int64_t H, int64_t K, int64_t gate_stride,
                        int64_t unit_stride, int64_t k_stride, int64_t U) {
   const int64_t blocks = ceil_div(H, U);
   const int64_t panel = K * gates * U;
-  at::Tensor packed = empty_floats(std::max<int64_t>(1, blocks * panel));
-  float* dst = packed.mutable_data_ptr<float>();
+  at::Tensor packed = empty_of<T>(std::max<int64_t>(1, blocks * panel));
+  T* dst = packed.mutable_data_ptr<T>();
   // Small packs stay on one thread (a parallel region costs more than they do).
   const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 18) / std::max<int64_t>(1, panel));
   at::parallel_for(0, blocks, grain, [&](int64_t begin, int64_t end) {
     for (int64_t jb = begin; jb < end; ++jb) {
-      float* out = dst + jb * panel;
+      T* out = dst + jb * panel;
       for (int64_t g = 0; g < gates; ++g) {
         for (int64_t u = 0; u < U; ++u) {
           const int64_t j = jb * U + u;
-          float* col = out + g * U + u;
+          T* col = out + g * U + u;
           if (j >= H) {
-            for (int64_t k = 0; k < K; ++k) col[k * gates * U] = 0.0f;
+            for (int64_t k = 0; k < K; ++k) col[k * gates * U] = T(0);
           } else if (unit_stride == 1) {
             // Consecutive units are adjacent in the source: filled row by row below.
             continue;
           } else {
             // A source row per unit: read it in order, the panel (in cache) takes
             // the scattered writes.
-            const float* row = src + g * gate_stride + j * unit_stride;
+            const T* row = src + g * gate_stride + j * unit_stride;
             for (int64_t k = 0; k < K; ++k) col[k * gates * U] = row[k * k_stride];
           }
         }
@@ -94,7 +143,7 @@ at::Tensor pack_panels(const float* src, int64_t gates, int64_t H, int64_t K, in
           const int64_t n = std::min<int64_t>(U, H - jb * U);
           for (int64_t k = 0; k < K; ++k) {
             std::memcpy(out + k * gates * U + g * U,
-                        src + g * gate_stride + jb * U + k * k_stride, sizeof(float) * n);
+                        src + g * gate_stride + jb * U + k * k_stride, sizeof(T) * n);
           }
         }
       }
@@ -102,6 +151,11 @@ at::Tensor pack_panels(const float* src, int64_t gates, int64_t H, int64_t K, in
   });
   return packed;
 }
+
+template at::Tensor pack_panels<float>(const float*, int64_t, int64_t, int64_t, int64_t, int64_t,
+                                       int64_t, int64_t);
+template at::Tensor pack_panels<double>(const double*, int64_t, int64_t, int64_t, int64_t,
+                                        int64_t, int64_t, int64_t);
 
 // ---------------------------------------------------------------- forward
 
@@ -113,24 +167,25 @@ namespace {
 // the first step of the chunk, into a [C*B, G*H] buffer that the steps of that
 // chunk read back while it is still in cache. No [T, B, G*H] tensor, no extra
 // synchronisation (a worker reads only the columns it wrote).
+template <typename T>
 struct InputChunks {
-  int64_t T, B, C;
+  int64_t T_, B, C;
   bool reverse;
-  ProjectionArgs base;  // x: the whole input; y: the chunk buffer
+  ProjectionArgsOf<T> base;  // x: the whole input; y: the chunk buffer
 
-  static int64_t steps_per_chunk(int64_t T, int64_t B) {
-    return std::max<int64_t>(1, std::min<int64_t>(T, ceil_div(512, std::max<int64_t>(1, B))));
+  static int64_t steps_per_chunk(int64_t T_, int64_t B) {
+    return std::max<int64_t>(1, std::min<int64_t>(T_, ceil_div(512, std::max<int64_t>(1, B))));
   }
   // The lowest step t of the chunk that holds position s of the step order.
   int64_t first_t(int64_t s) const {
-    const int64_t c0 = s / C * C, c1 = std::min(T, c0 + C);
-    return reverse ? T - c1 : c0;
+    const int64_t c0 = s / C * C, c1 = std::min(T_, c0 + C);
+    return reverse ? T_ - c1 : c0;
   }
-  void project(const Kernels& k, int64_t s, int64_t block) const {
+  void project(const LayerKernels<T>& k, int64_t s, int64_t block) const {
     if (s % C != 0) return;
-    ProjectionArgs p = base;
+    ProjectionArgsOf<T> p = base;
     p.x = base.x + first_t(s) * B * base.K;
-    k.projection(p, 0, (std::min(T, s + C) - s) * B, block);
+    k.projection(p, 0, (std::min(T_, s + C) - s) * B, block);
   }
 };
 
@@ -139,56 +194,62 @@ struct InputChunks {
 // the step loop, and alternates the running state between h and a scratch buffer,
 // leaving h_n in h. `a` carries the cell's own arguments; packed, gx and gx_t0 are
 // filled in here, and kernel(args, t, h_prev, h_next, block) runs one step.
-template <typename Args, typename Kernel>
-void run_forward(const Kernels& k, int64_t T, int64_t B, int64_t H, int64_t gates, int64_t U,
-                 bool reverse, const float* x, int64_t I, const float* w_ih, const float* bias,
-                 const float* w_hh, float* h, Args a, Kernel kernel) {
+template <typename T, typename Args, typename Kernel>
+void run_forward(const LayerKernels<T>& k, int64_t T_, int64_t B, int64_t H, int64_t gates,
+                 int64_t U, bool reverse, const T* x, int64_t I, const T* w_ih, const T* bias,
+                 const T* w_hh, T* h, Args a, Kernel kernel) {
   const int64_t blocks = ceil_div(H, U);
   const at::Tensor packed = pack_panels(w_hh, gates, H, H, H * H, H, 1, U);
   const at::Tensor packed_ih = pack_panels(w_ih, gates, H, I, H * I, I, 1, U);
-  const int64_t C = InputChunks::steps_per_chunk(T, B);
-  const at::Tensor chunk = empty_floats(std::max<int64_t>(1, C * B * gates * H));
-  const InputChunks in{T, B, C, reverse,
-                       ProjectionArgs{gates * H, I, H, static_cast<int>(gates),
-                                      packed_ih.const_data_ptr<float>(), x, bias,
-                                      chunk.mutable_data_ptr<float>()}};
-  const at::Tensor other = empty_floats(std::max<int64_t>(1, B * H));
-  float* state[2] = {h, other.mutable_data_ptr<float>()};
-  a.packed = packed.const_data_ptr<float>();
-  a.gx = chunk.const_data_ptr<float>();
-  run_iterations(T, workers_for(blocks, B * gates * H * H), blocks, [&](int64_t s, int64_t jb) {
+  const int64_t C = InputChunks<T>::steps_per_chunk(T_, B);
+  const at::Tensor chunk = empty_of<T>(std::max<int64_t>(1, C * B * gates * H));
+  const InputChunks<T> in{T_, B, C, reverse,
+                          ProjectionArgsOf<T>{gates * H, I, H, static_cast<int>(gates),
+                                              packed_ih.const_data_ptr<T>(), x, bias,
+                                              chunk.mutable_data_ptr<T>()}};
+  const at::Tensor other = empty_of<T>(std::max<int64_t>(1, B * H));
+  T* state[2] = {h, other.mutable_data_ptr<T>()};
+  a.packed = packed.const_data_ptr<T>();
+  a.gx = chunk.const_data_ptr<T>();
+  run_iterations(T_, workers_for(blocks, B * gates * H * H), blocks, [&](int64_t s, int64_t jb) {
     in.project(k, s, jb);
     Args step = a;
     step.gx_t0 = in.first_t(s);
-    kernel(step, step_of(T, reverse, s), state[s & 1], state[(s + 1) & 1], jb);
+    kernel(step, step_of(T_, reverse, s), state[s & 1], state[(s + 1) & 1], jb);
   });
-  if ((T & 1) && B * H > 0) std::memcpy(h, state[1], sizeof(float) * B * H);
+  if ((T_ & 1) && B * H > 0) std::memcpy(h, state[1], sizeof(T) * B * H);
 }
 
 }  // namespace
 
-void lstm_forward(const Kernels& k, int64_t T, int64_t B, int64_t H, bool reverse,
-                  const int64_t* len, const float* x, int64_t I, const float* w_ih,
-                  const float* bias, const float* w_hh, float* h, float* c, float* out,
-                  float* reserve) {
-  run_forward(k, T, B, H, 4, k.width, reverse, x, I, w_ih, bias, w_hh, h,
-              LstmForwardArgs{B, H, nullptr, nullptr, 0, len, c, out, reserve}, k.lstm_forward);
+template <typename T>
+void lstm_forward(const Kernels& k, int64_t T_, int64_t B, int64_t H, bool reverse,
+                  const int64_t* len, const T* x, int64_t I, const T* w_ih, const T* bias,
+                  const T* w_hh, T* h, T* c, T* out, T* reserve) {
+  const LayerKernels<T>& lk = layer<T>(k);
+  run_forward(lk, T_, B, H, 4, lanes<T>(k), reverse, x, I, w_ih, bias, w_hh, h,
+              LstmForwardArgsOf<T>{B, H, nullptr, nullptr, 0, len, c, out, reserve},
+              lk.lstm_forward);
 }
 
-void gru_forward(const Kernels& k, int64_t T, int64_t B, int64_t H, bool reverse,
-                 const int64_t* len, const float* x, int64_t I, const float* w_ih,
-                 const float* bias, const float* w_hh, const float* b_hn, float* h, float* out,
-                 float* reserve) {
-  run_forward(k, T, B, H, 3, k.width, reverse, x, I, w_ih, bias, w_hh, h,
-              GruForwardArgs{B, H, nullptr, nullptr, 0, b_hn, len, out, reserve}, k.gru_forward);
+template <typename T>
+void gru_forward(const Kernels& k, int64_t T_, int64_t B, int64_t H, bool reverse,
+                 const int64_t* len, const T* x, int64_t I, const T* w_ih, const T* bias,
+                 const T* w_hh, const T* b_hn, T* h, T* out, T* reserve) {
+  const LayerKernels<T>& lk = layer<T>(k);
+  run_forward(lk, T_, B, H, 3, lanes<T>(k), reverse, x, I, w_ih, bias, w_hh, h,
+              GruForwardArgsOf<T>{B, H, nullptr, nullptr, 0, b_hn, len, out, reserve},
+              lk.gru_forward);
 }
 
-void rnn_forward(const Kernels& k, int64_t T, int64_t B, int64_t H, bool reverse, bool relu,
-                 const int64_t* len, const float* x, int64_t I, const float* w_ih,
-                 const float* bias, const float* w_hh, float* h, float* out) {
+template <typename T>
+void rnn_forward(const Kernels& k, int64_t T_, int64_t B, int64_t H, bool reverse, bool relu,
+                 const int64_t* len, const T* x, int64_t I, const T* w_ih, const T* bias,
+                 const T* w_hh, T* h, T* out) {
+  const LayerKernels<T>& lk = layer<T>(k);
   // Plain panels: blocks of kPlainVectors vectors of units.
-  run_forward(k, T, B, H, 1, kPlainVectors * k.width, reverse, x, I, w_ih, bias, w_hh, h,
-              RnnForwardArgs{B, H, relu, nullptr, nullptr, 0, len, out}, k.rnn_forward);
+  run_forward(lk, T_, B, H, 1, kPlainVectors * lanes<T>(k), reverse, x, I, w_ih, bias, w_hh, h,
+              RnnForwardArgsOf<T>{B, H, relu, nullptr, nullptr, 0, len, out}, lk.rnn_forward);
 }
 
 // ---------------------------------------------------------------- backward
@@ -208,52 +269,84 @@ void run_backward(int64_t T, bool reverse, int64_t workers, int64_t blocks, cons
 
 }  // namespace
 
-GradOut grad_out_view(const at::Tensor& g, at::Tensor* copy) {
-  if (g.scalar_type() == at::kFloat && (g.stride(2) == 1 || g.stride(2) == 0 || g.size(2) <= 1)) {
-    return GradOut{g.const_data_ptr<float>(), g.stride(0), g.stride(1),
-                   g.stride(2) == 0 && g.size(2) > 1};
+template <typename T>
+GradOutOf<T> grad_out_view(const at::Tensor& g, at::Tensor* copy) {
+  constexpr auto type = c10::CppTypeToScalarType<T>::value;
+  if (g.scalar_type() == type && (g.stride(2) == 1 || g.stride(2) == 0 || g.size(2) <= 1)) {
+    return GradOutOf<T>{g.const_data_ptr<T>(), g.stride(0), g.stride(1),
+                        g.stride(2) == 0 && g.size(2) > 1};
   }
-  *copy = g.to(at::kFloat).contiguous();
-  return GradOut{copy->const_data_ptr<float>(), copy->stride(0), copy->stride(1), false};
+  *copy = g.to(type).contiguous();
+  return GradOutOf<T>{copy->const_data_ptr<T>(), copy->stride(0), copy->stride(1), false};
 }
 
-void lstm_backward(const Kernels& k, int64_t T, int64_t B, int64_t H, bool reverse,
-                   const int64_t* len, const GradOut& grad_out, const float* reserve,
-                   const float* c0, const float* w_hh, float* dh, float* dc, float* dgates) {
-  const int64_t U = kPlainVectors * k.width;
+template <typename T>
+void lstm_backward(const Kernels& k, int64_t T_, int64_t B, int64_t H, bool reverse,
+                   const int64_t* len, const GradOutOf<T>& grad_out, const T* reserve,
+                   const T* c0, const T* w_hh, T* dh, T* dc, T* dgates) {
+  const int64_t U = kPlainVectors * lanes<T>(k);
   const int64_t blocks = ceil_div(H, U);
   // W_hh is [4H, H]: the product dgates · W_hh reads it by columns.
   const at::Tensor packed = pack_panels(w_hh, 1, H, 4 * H, 0, 1, H, U);
-  const LstmBackwardArgs a{T,  B,   H,  reverse, packed.const_data_ptr<float>(),
-                           grad_out, reserve, c0, len, dh, dc, dgates};
-  run_backward(T, reverse, workers_for(blocks, B * 4 * H * H), blocks,
-               [&](int64_t t_prev, int64_t t, int64_t jb) { k.lstm_backward(a, t_prev, t, jb); });
+  const LstmBackwardArgsOf<T> a{T_, B,  H,   reverse, packed.const_data_ptr<T>(),
+                                grad_out, reserve, c0, len, dh, dc, dgates};
+  const auto kernel = layer<T>(k).lstm_backward;
+  run_backward(T_, reverse, workers_for(blocks, B * 4 * H * H), blocks,
+               [&](int64_t t_prev, int64_t t, int64_t jb) { kernel(a, t_prev, t, jb); });
 }
 
-void gru_backward(const Kernels& k, int64_t T, int64_t B, int64_t H, bool reverse,
-                  const int64_t* len, const GradOut& grad_out, const float* reserve,
-                  const float* out, const float* h0, const float* w_hh, float* dh,
-                  float* dgates) {
-  const int64_t U = kPlainVectors * k.width;
+template <typename T>
+void gru_backward(const Kernels& k, int64_t T_, int64_t B, int64_t H, bool reverse,
+                  const int64_t* len, const GradOutOf<T>& grad_out, const T* reserve,
+                  const T* out, const T* h0, const T* w_hh, T* dh, T* dgates) {
+  const int64_t U = kPlainVectors * lanes<T>(k);
   const int64_t blocks = ceil_div(H, U);
   const at::Tensor packed = pack_panels(w_hh, 1, H, 3 * H, 0, 1, H, U);
-  const GruBackwardArgs a{T,   B,  H,   reverse, packed.const_data_ptr<float>(), grad_out,
-                          reserve, out, h0, len, dh,      dgates};
-  run_backward(T, reverse, workers_for(blocks, B * 3 * H * H), blocks,
-               [&](int64_t t_prev, int64_t t, int64_t jb) { k.gru_backward(a, t_prev, t, jb); });
+  const GruBackwardArgsOf<T> a{T_, B,  H,  reverse, packed.const_data_ptr<T>(), grad_out,
+                               reserve, out, h0, len, dh,      dgates};
+  const auto kernel = layer<T>(k).gru_backward;
+  run_backward(T_, reverse, workers_for(blocks, B * 3 * H * H), blocks,
+               [&](int64_t t_prev, int64_t t, int64_t jb) { kernel(a, t_prev, t, jb); });
 }
 
-void rnn_backward(const Kernels& k, int64_t T, int64_t B, int64_t H, bool reverse, bool relu,
-                  const int64_t* len, const GradOut& grad_out, const float* out,
-                  const float* w_hh, float* dh, float* dpre) {
-  const int64_t U = kPlainVectors * k.width;
+template <typename T>
+void rnn_backward(const Kernels& k, int64_t T_, int64_t B, int64_t H, bool reverse, bool relu,
+                  const int64_t* len, const GradOutOf<T>& grad_out, const T* out,
+                  const T* w_hh, T* dh, T* dpre) {
+  const int64_t U = kPlainVectors * lanes<T>(k);
   const int64_t blocks = ceil_div(H, U);
   const at::Tensor packed = pack_panels(w_hh, 1, H, H, 0, 1, H, U);
-  const RnnBackwardArgs a{B, H, relu, packed.const_data_ptr<float>(), grad_out, out, len, dh,
-                          dpre};
-  run_backward(T, reverse, workers_for(blocks, B * H * H), blocks,
-               [&](int64_t t_prev, int64_t t, int64_t jb) { k.rnn_backward(a, t_prev, t, jb); });
+  const RnnBackwardArgsOf<T> a{B, H, relu, packed.const_data_ptr<T>(), grad_out, out, len, dh,
+                               dpre};
+  const auto kernel = layer<T>(k).rnn_backward;
+  run_backward(T_, reverse, workers_for(blocks, B * H * H), blocks,
+               [&](int64_t t_prev, int64_t t, int64_t jb) { kernel(a, t_prev, t, jb); });
 }
+
+// The drivers for both element types.
+#define RNNKIT_FAST_DRIVERS(T)                                                                   \
+  template void lstm_forward<T>(const Kernels&, int64_t, int64_t, int64_t, bool, const int64_t*, \
+                                const T*, int64_t, const T*, const T*, const T*, T*, T*, T*,     \
+                                T*);                                                             \
+  template void gru_forward<T>(const Kernels&, int64_t, int64_t, int64_t, bool, const int64_t*,  \
+                               const T*, int64_t, const T*, const T*, const T*, const T*, T*,    \
+                               T*, T*);                                                          \
+  template void rnn_forward<T>(const Kernels&, int64_t, int64_t, int64_t, bool, bool,            \
+                               const int64_t*, const T*, int64_t, const T*, const T*, const T*,  \
+                               T*, T*);                                                          \
+  template void lstm_backward<T>(const Kernels&, int64_t, int64_t, int64_t, bool,                \
+                                 const int64_t*, const GradOutOf<T>&, const T*, const T*,        \
+                                 const T*, T*, T*, T*);                                          \
+  template void gru_backward<T>(const Kernels&, int64_t, int64_t, int64_t, bool, const int64_t*, \
+                                const GradOutOf<T>&, const T*, const T*, const T*, const T*, T*, \
+                                T*);                                                             \
+  template void rnn_backward<T>(const Kernels&, int64_t, int64_t, int64_t, bool, bool,           \
+                                const int64_t*, const GradOutOf<T>&, const T*, const T*, T*,     \
+                                T*);                                                             \
+  template GradOutOf<T> grad_out_view<T>(const at::Tensor&, at::Tensor*);
+RNNKIT_FAST_DRIVERS(float)
+RNNKIT_FAST_DRIVERS(double)
+#undef RNNKIT_FAST_DRIVERS
 
 }  // namespace fast
 }  // namespace cpu

@@ -1,12 +1,12 @@
 #pragma once
-// The float32 fast path of the CPU layers: which kernels of fast_kernels.h run,
+// The fast path of the CPU layers in float32 and float64: which kernels of fast_kernels.h run,
 // the packing of the weights into their panels, and the step loop that runs them
 // on several threads.
 //
 // Choice of kernels (select): the widest instruction set the CPU has among
 // AVX-512 (F, VL, BW, DQ) and AVX2 + FMA, or none, in which case the layers keep
 // their portable path (one ATen GEMM per step and at::vec pointwise passes; also
-// the path of float64 and of the LSTM with a projection). The environment variable
+// the path of the LSTM with a projection). The environment variable
 // RNNKIT_CPU_ISA, read at every layer call, narrows the choice: "avx512",
 // "avx2" or "generic" (the portable path), "auto" or unset for the default; a set
 // the CPU lacks falls back to the next one it has.
@@ -38,10 +38,15 @@ namespace rnnkit {
 namespace cpu {
 namespace fast {
 
-// The kernels the float32 layers use now, or null for the portable path.
+// The kernels the float32 and float64 layers use now, or null for the portable path.
 const Kernels* select();
 // Their name ("avx512", "avx2") or "generic".
 const char* selected_name();
+
+// The float32 FMA rate of the selected kernels on all of at::get_num_threads()
+// threads at once, in GFLOP/s (2 per FMA), measured for about `seconds`; 0 for the
+// portable path. For the benchmarks, which report rates as fractions of it.
+double fma_peak_gflops(double seconds);
 
 // Multiply-adds of one step below which the step loop stays on one thread.
 constexpr int64_t kMinParallelFlops = 1 << 14;
@@ -60,7 +65,8 @@ inline int64_t workers_for(int64_t blocks, int64_t step_flops) {
 
 // Panels of U units for `gates` gates (fast_kernels.h): element (g, j, k) of the
 // source is src[g*gate_stride + j*unit_stride + k*k_stride], for units j < H.
-at::Tensor pack_panels(const float* src, int64_t gates, int64_t H, int64_t K, int64_t gate_stride,
+template <typename T>
+at::Tensor pack_panels(const T* src, int64_t gates, int64_t H, int64_t K, int64_t gate_stride,
                        int64_t unit_stride, int64_t k_stride, int64_t U);
 
 // Calls fn(it, block) for it = 0..iters-1 and every block, all blocks of an
@@ -99,36 +105,41 @@ void run_iterations(int64_t iters, int64_t workers, int64_t blocks, const Fn& fn
 }
 
 // The layer drivers: the same contracts as the portable loops they replace
-// (lstm_cpu.cpp, gru_cpu.cpp, rnn_cpu.cpp), all float32 and contiguous. The
-// forward ones take the input x [T, B, I] and compute its projection inside the
-// step loop (bias: what the portable path folds into it, or null), and h (h0 in,
-// h_n out); the backward ones dh (grad_h_n in, grad_h0 out) and, for the LSTM, dc.
-void lstm_forward(const Kernels& k, int64_t T, int64_t B, int64_t H, bool reverse,
-                  const int64_t* len, const float* x, int64_t I, const float* w_ih,
-                  const float* bias, const float* w_hh, float* h, float* c, float* out,
-                  float* reserve);
-void gru_forward(const Kernels& k, int64_t T, int64_t B, int64_t H, bool reverse,
-                 const int64_t* len, const float* x, int64_t I, const float* w_ih,
-                 const float* bias, const float* w_hh, const float* b_hn, float* h, float* out,
-                 float* reserve);
-void rnn_forward(const Kernels& k, int64_t T, int64_t B, int64_t H, bool reverse, bool relu,
-                 const int64_t* len, const float* x, int64_t I, const float* w_ih,
-                 const float* bias, const float* w_hh, float* h, float* out);
-void lstm_backward(const Kernels& k, int64_t T, int64_t B, int64_t H, bool reverse,
-                   const int64_t* len, const GradOut& grad_out, const float* reserve,
-                   const float* c0, const float* w_hh, float* dh, float* dc, float* dgates);
-void gru_backward(const Kernels& k, int64_t T, int64_t B, int64_t H, bool reverse,
-                  const int64_t* len, const GradOut& grad_out, const float* reserve,
-                  const float* out, const float* h0, const float* w_hh, float* dh,
-                  float* dgates);
-void rnn_backward(const Kernels& k, int64_t T, int64_t B, int64_t H, bool reverse, bool relu,
-                  const int64_t* len, const GradOut& grad_out, const float* out,
-                  const float* w_hh, float* dh, float* dpre);
+// (lstm_cpu.cpp, gru_cpu.cpp, rnn_cpu.cpp), float32 or float64 (T), contiguous.
+// The forward ones take the input x [T, B, I] and compute its projection inside
+// the step loop (bias: what the portable path folds into it, or null), and h (h0
+// in, h_n out); the backward ones dh (grad_h_n in, grad_h0 out) and, for the
+// LSTM, dc.
+template <typename T>
+void lstm_forward(const Kernels& k, int64_t T_, int64_t B, int64_t H, bool reverse,
+                  const int64_t* len, const T* x, int64_t I, const T* w_ih, const T* bias,
+                  const T* w_hh, T* h, T* c, T* out, T* reserve);
+template <typename T>
+void gru_forward(const Kernels& k, int64_t T_, int64_t B, int64_t H, bool reverse,
+                 const int64_t* len, const T* x, int64_t I, const T* w_ih, const T* bias,
+                 const T* w_hh, const T* b_hn, T* h, T* out, T* reserve);
+template <typename T>
+void rnn_forward(const Kernels& k, int64_t T_, int64_t B, int64_t H, bool reverse, bool relu,
+                 const int64_t* len, const T* x, int64_t I, const T* w_ih, const T* bias,
+                 const T* w_hh, T* h, T* out);
+template <typename T>
+void lstm_backward(const Kernels& k, int64_t T_, int64_t B, int64_t H, bool reverse,
+                   const int64_t* len, const GradOutOf<T>& grad_out, const T* reserve,
+                   const T* c0, const T* w_hh, T* dh, T* dc, T* dgates);
+template <typename T>
+void gru_backward(const Kernels& k, int64_t T_, int64_t B, int64_t H, bool reverse,
+                  const int64_t* len, const GradOutOf<T>& grad_out, const T* reserve,
+                  const T* out, const T* h0, const T* w_hh, T* dh, T* dgates);
+template <typename T>
+void rnn_backward(const Kernels& k, int64_t T_, int64_t B, int64_t H, bool reverse, bool relu,
+                  const int64_t* len, const GradOutOf<T>& grad_out, const T* out,
+                  const T* w_hh, T* dh, T* dpre);
 
 // The gradient of the output as the backward kernels read it: grad_output itself
-// when it is float32 with unit or zero stride along H (e.g. expanded from a sum),
-// else a contiguous float32 copy kept in *copy.
-GradOut grad_out_view(const at::Tensor& grad_output, at::Tensor* copy);
+// when it is of type T with unit or zero stride along H (e.g. expanded from a
+// sum), else a contiguous copy of type T kept in *copy.
+template <typename T>
+GradOutOf<T> grad_out_view(const at::Tensor& grad_output, at::Tensor* copy);
 
 }  // namespace fast
 }  // namespace cpu

@@ -147,7 +147,7 @@ std::tuple<Tensor, Tensor, Tensor> gru_layer(
     bias_x = b_ih->to(ct, false, /*copy=*/true).contiguous();
     bias_x.narrow(0, 0, 2 * H).add_(bhh.narrow(0, 0, 2 * H));
   }
-  const fast::Kernels* fk = ct == at::kFloat ? fast::select() : nullptr;
+  const fast::Kernels* fk = fast::select();
   // The fast path projects the input inside its step loop.
   const Tensor gx = fk ? Tensor() : input_projection(x, wih, bias_x);
 
@@ -158,13 +158,16 @@ std::tuple<Tensor, Tensor, Tensor> gru_layer(
   if (reserve.defined()) huge_pages(reserve);
   const Tensor no_reserve = input.new_empty({0});
   if (fk) {
-    fast::gru_forward(*fk, T, B, H, reverse, len.data(), x.const_data_ptr<float>(), sz.I,
-                      wih.const_data_ptr<float>(),
-                      sz.has_bias ? bias_x.const_data_ptr<float>() : nullptr,
-                      whh.const_data_ptr<float>(),
-                      sz.has_bias ? bhh.const_data_ptr<float>() + 2 * H : nullptr,
-                      h.mutable_data_ptr<float>(), output.mutable_data_ptr<float>(),
-                      keep_reserve ? reserve.mutable_data_ptr<float>() : nullptr);
+    AT_DISPATCH_FLOATING_TYPES(ct, "rnnkit::gru_layer", [&] {
+      using T_ = scalar_t;
+      fast::gru_forward<T_>(*fk, T, B, H, reverse, len.data(), x.const_data_ptr<T_>(), sz.I,
+                            wih.const_data_ptr<T_>(),
+                            sz.has_bias ? bias_x.const_data_ptr<T_>() : nullptr,
+                            whh.const_data_ptr<T_>(),
+                            sz.has_bias ? bhh.const_data_ptr<T_>() + 2 * H : nullptr,
+                            h.mutable_data_ptr<T_>(), output.mutable_data_ptr<T_>(),
+                            keep_reserve ? reserve.mutable_data_ptr<T_>() : nullptr);
+    });
     return {output.to(dtype), h.to(dtype), keep_reserve ? reserve.to(dtype) : no_reserve};
   }
   Tensor gh = at::empty({B, 3 * H}, opts);
@@ -199,7 +202,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_layer_backward(
                                   reserve, input_grad);
   }
 
-  const fast::Kernels* fk = ct == at::kFloat ? fast::select() : nullptr;
+  const fast::Kernels* fk = fast::select();
   Tensor gout_copy;  // the fast path reads grad_output in place when it can
   const Tensor gout = fk ? Tensor() : prepare(grad_output, ct);
   const Tensor res = prepare(reserve, ct);
@@ -211,11 +214,14 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_layer_backward(
   huge_pages(dgates);
 
   if (fk) {
-    fast::gru_backward(*fk, T, B, H, reverse, len.data(),
-                       fast::grad_out_view(grad_output, &gout_copy), res.const_data_ptr<float>(),
-                       out.const_data_ptr<float>(), h0c.const_data_ptr<float>(),
-                       whh.const_data_ptr<float>(), dh.mutable_data_ptr<float>(),
-                       dgates.mutable_data_ptr<float>());
+    AT_DISPATCH_FLOATING_TYPES(ct, "rnnkit::gru_layer_backward", [&] {
+      using T_ = scalar_t;
+      fast::gru_backward<T_>(*fk, T, B, H, reverse, len.data(),
+                             fast::grad_out_view<T_>(grad_output, &gout_copy),
+                             res.const_data_ptr<T_>(), out.const_data_ptr<T_>(),
+                             h0c.const_data_ptr<T_>(), whh.const_data_ptr<T_>(),
+                             dh.mutable_data_ptr<T_>(), dgates.mutable_data_ptr<T_>());
+    });
   } else {
     const Tensor h_prev = previous_hidden(out, h0c, len, reverse);
     AT_DISPATCH_FLOATING_TYPES(ct, "rnnkit::gru_layer_backward", [&] {

@@ -208,7 +208,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_layer(
   const Tensor x = prepare(input, ct);
   const Tensor wih = prepare(w_ih, ct), whh = prepare(w_hh, ct), whr = prepare(w_hr, ct);
   const Tensor bias = sz.has_bias ? prepare(*b_ih, ct).add(prepare(*b_hh, ct)) : Tensor();
-  const fast::Kernels* fk = (ct == at::kFloat && !sz.has_proj) ? fast::select() : nullptr;
+  const fast::Kernels* fk = sz.has_proj ? nullptr : fast::select();
   // The fast path projects the input inside its step loop.
   const Tensor gx = fk ? Tensor() : input_projection(x, wih, bias);
 
@@ -221,12 +221,15 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_layer(
   const Tensor no_reserve = input.new_empty({0});
 
   if (fk) {
-    fast::lstm_forward(*fk, T, B, H, reverse, len.data(), x.const_data_ptr<float>(), sz.I,
-                       wih.const_data_ptr<float>(),
-                      sz.has_bias ? bias.const_data_ptr<float>() : nullptr,
-                       whh.const_data_ptr<float>(), h.mutable_data_ptr<float>(),
-                       c.mutable_data_ptr<float>(), output.mutable_data_ptr<float>(),
-                       keep_reserve ? reserve.mutable_data_ptr<float>() : nullptr);
+    AT_DISPATCH_FLOATING_TYPES(ct, "rnnkit::lstm_layer", [&] {
+      using T_ = scalar_t;
+      fast::lstm_forward<T_>(*fk, T, B, H, reverse, len.data(), x.const_data_ptr<T_>(), sz.I,
+                             wih.const_data_ptr<T_>(),
+                             sz.has_bias ? bias.const_data_ptr<T_>() : nullptr,
+                             whh.const_data_ptr<T_>(), h.mutable_data_ptr<T_>(),
+                             c.mutable_data_ptr<T_>(), output.mutable_data_ptr<T_>(),
+                             keep_reserve ? reserve.mutable_data_ptr<T_>() : nullptr);
+    });
     return {output.to(dtype), h.to(dtype), c.to(dtype),
             keep_reserve ? reserve.to(dtype) : no_reserve};
   }
@@ -268,7 +271,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_
                                    sz.has_bias, reserve, input_grad);
   }
 
-  const fast::Kernels* fk = (ct == at::kFloat && !sz.has_proj) ? fast::select() : nullptr;
+  const fast::Kernels* fk = sz.has_proj ? nullptr : fast::select();
   Tensor gout_copy;  // the fast path reads grad_output in place when it can
   const Tensor gout = fk ? Tensor() : prepare(grad_output, ct);
   const Tensor res = prepare(reserve, ct);
@@ -284,11 +287,14 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_
   Tensor dh_full = sz.has_proj ? at::empty({B, H}, opts) : Tensor();
 
   if (fk) {
-    fast::lstm_backward(*fk, T, B, H, reverse, len.data(),
-                        fast::grad_out_view(grad_output, &gout_copy),
-                        res.const_data_ptr<float>(), c0c.const_data_ptr<float>(),
-                        whh.const_data_ptr<float>(), dh.mutable_data_ptr<float>(),
-                        dc.mutable_data_ptr<float>(), dgates.mutable_data_ptr<float>());
+    AT_DISPATCH_FLOATING_TYPES(ct, "rnnkit::lstm_layer_backward", [&] {
+      using T_ = scalar_t;
+      fast::lstm_backward<T_>(*fk, T, B, H, reverse, len.data(),
+                              fast::grad_out_view<T_>(grad_output, &gout_copy),
+                              res.const_data_ptr<T_>(), c0c.const_data_ptr<T_>(),
+                              whh.const_data_ptr<T_>(), dh.mutable_data_ptr<T_>(),
+                              dc.mutable_data_ptr<T_>(), dgates.mutable_data_ptr<T_>());
+    });
   } else {
     AT_DISPATCH_FLOATING_TYPES(ct, "rnnkit::lstm_layer_backward", [&] {
       using T_ = scalar_t;

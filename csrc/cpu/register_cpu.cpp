@@ -100,9 +100,13 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_
 }  // namespace rnnkit
 
 TORCH_LIBRARY_FRAGMENT(rnnkit, m) {
-  // The instruction set of the float32 CPU kernels a layer call would use now
+  // The instruction set of the CPU kernels a layer call would use now
   // ("avx512", "avx2" or "generic"; see csrc/cpu/fast_path.h): for tests.
   m.def("_cpu_isa() -> str", [] { return std::string(rnnkit::cpu::fast::selected_name()); });
+  // The FMA peak of those kernels on the current threads, GFLOP/s (0 for "generic"):
+  // for the benchmarks.
+  m.def("_cpu_fma_peak(float seconds=0.5) -> float",
+        [](double seconds) { return rnnkit::cpu::fast::fma_peak_gflops(seconds); });
 }
 
 TORCH_LIBRARY_IMPL(rnnkit, CPU, m) {

@@ -112,7 +112,7 @@ std::tuple<Tensor, Tensor, Tensor> rnn_layer(
   const Tensor x = prepare(input, ct);
   const Tensor wih = prepare(w_ih, ct), whh = prepare(w_hh, ct);
   const Tensor bias = sz.has_bias ? prepare(*b_ih, ct).add(prepare(*b_hh, ct)) : Tensor();
-  const fast::Kernels* fk = ct == at::kFloat ? fast::select() : nullptr;
+  const fast::Kernels* fk = fast::select();
   // The fast path projects the input inside its step loop.
   const Tensor gx = fk ? Tensor() : input_projection(x, wih, bias);
 
@@ -120,11 +120,14 @@ std::tuple<Tensor, Tensor, Tensor> rnn_layer(
   Tensor output = at::empty({T, B, H}, opts);
   huge_pages(output);
   if (fk) {
-    fast::rnn_forward(*fk, T, B, H, reverse, relu, len.data(), x.const_data_ptr<float>(),
-                      sz.I, wih.const_data_ptr<float>(),
-                      sz.has_bias ? bias.const_data_ptr<float>() : nullptr,
-                      whh.const_data_ptr<float>(), h.mutable_data_ptr<float>(),
-                      output.mutable_data_ptr<float>());
+    AT_DISPATCH_FLOATING_TYPES(ct, "rnnkit::rnn_layer", [&] {
+      using T_ = scalar_t;
+      fast::rnn_forward<T_>(*fk, T, B, H, reverse, relu, len.data(), x.const_data_ptr<T_>(),
+                            sz.I, wih.const_data_ptr<T_>(),
+                            sz.has_bias ? bias.const_data_ptr<T_>() : nullptr,
+                            whh.const_data_ptr<T_>(), h.mutable_data_ptr<T_>(),
+                            output.mutable_data_ptr<T_>());
+    });
     return {output.to(dtype), h.to(dtype), input.new_empty({0})};
   }
   Tensor gh = at::empty({B, H}, opts);
@@ -158,7 +161,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> rnn_layer_backward(
                                   output, input_grad);
   }
 
-  const fast::Kernels* fk = ct == at::kFloat ? fast::select() : nullptr;
+  const fast::Kernels* fk = fast::select();
   Tensor gout_copy;  // the fast path reads grad_output in place when it can
   const Tensor gout = fk ? Tensor() : prepare(grad_output, ct);
   const Tensor out = prepare(output, ct);
@@ -170,10 +173,13 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> rnn_layer_backward(
   huge_pages(dpre);
 
   if (fk) {
-    fast::rnn_backward(*fk, T, B, H, reverse, relu, len.data(),
-                       fast::grad_out_view(grad_output, &gout_copy),
-                       out.const_data_ptr<float>(), whh.const_data_ptr<float>(),
-                       dh.mutable_data_ptr<float>(), dpre.mutable_data_ptr<float>());
+    AT_DISPATCH_FLOATING_TYPES(ct, "rnnkit::rnn_layer_backward", [&] {
+      using T_ = scalar_t;
+      fast::rnn_backward<T_>(*fk, T, B, H, reverse, relu, len.data(),
+                             fast::grad_out_view<T_>(grad_output, &gout_copy),
+                             out.const_data_ptr<T_>(), whh.const_data_ptr<T_>(),
+                             dh.mutable_data_ptr<T_>(), dpre.mutable_data_ptr<T_>());
+    });
   } else {
     AT_DISPATCH_FLOATING_TYPES(ct, "rnnkit::rnn_layer_backward", [&] {
       using T_ = scalar_t;

@@ -75,7 +75,9 @@ def _case(cell, rng, **kw):
     lengths = None
     if rng.random() < 0.5:
         lengths = torch.tensor([rng.randint(0, T) for _ in range(B)], dtype=torch.int64)
-    args = dict(T=T, B=B, I=rng.randint(1, 9), H=H, bias=rng.random() < 0.7,
+    # The LSTM with a projection (proj_size P < H) half of the time.
+    P = rng.randint(1, H - 1) if cell == "lstm" and H > 1 and rng.random() < 0.5 else None
+    args = dict(T=T, B=B, I=rng.randint(1, 9), H=H, P=P, bias=rng.random() < 0.7,
                 reverse=rng.random() < 0.5, lengths=lengths, dtype=torch.float32,
                 noncontiguous=rng.random() < 0.2)
     args.update(kw)
@@ -113,8 +115,11 @@ def test_level_edges(level, cell, dtype):
         case_of(cell, rng, B=40, H=21, T=30, I=37, reverse=True,
                 lengths=torch.randint(0, 31, (40,))),
     ]
-    if cell == "lstm":  # the projection keeps the portable path
-        cases.append(case_of(cell, rng, B=5, H=19, P=7, T=4, reverse=True))
+    if cell == "lstm":  # projections: a P of one vector and a tail, several blocks, P = 1
+        cases += [case_of(cell, rng, B=5, H=19, P=7, T=4, reverse=True),
+                  case_of(cell, rng, B=9, H=150, P=70, T=6,
+                          lengths=torch.tensor([6, 2, 6, 0, 3, 6, 1, 6, 5])),
+                  case_of(cell, rng, B=3, H=33, P=1, T=3)]
     for case in cases:
         _check(case, seed)
 
@@ -143,7 +148,7 @@ def test_results_do_not_depend_on_thread_count(level, cell, dtype):
     torch.manual_seed(seed)
     # Big enough for the step loop to use two workers (fast_path.h's rule).
     case = _case(cell, rng, B=9, H=150, T=4, lengths=torch.tensor([4, 2, 4, 0, 3, 4, 1, 4, 4]),
-                 dtype=dtype)
+                 dtype=dtype, P=None)
     before = torch.get_num_threads()
     results = []
     try:
@@ -158,6 +163,19 @@ def test_results_do_not_depend_on_thread_count(level, cell, dtype):
         torch.set_num_threads(before)
     for a, b in zip(*results):
         assert torch.equal(a, b), case.describe(seed)
+    if cell == "lstm":  # the forward with a projection (its backward is the portable loop)
+        case = _case(cell, rng, B=9, H=150, P=70, T=4, dtype=dtype,
+                     lengths=torch.tensor([4, 2, 4, 0, 3, 4, 1, 4, 4]))
+        outputs = []
+        try:
+            for threads in (1, 2):
+                torch.set_num_threads(threads)
+                with torch.no_grad():
+                    outputs.append(case.op(*case.args()))
+        finally:
+            torch.set_num_threads(before)
+        for a, b in zip(*outputs):
+            assert torch.equal(a, b), case.describe(seed)
 
 
 def test_bad_isa_value_raises(monkeypatch):
@@ -186,7 +204,7 @@ def test_strided_output_gradients(level, cell, dtype):
     seed = _fresh_seed()
     rng = random.Random(seed)
     torch.manual_seed(seed)
-    case = _case(cell, rng, B=5, H=19, T=4, dtype=dtype)
+    case = _case(cell, rng, B=5, H=19, T=4, dtype=dtype, P=None)
     T, B, H = 4, 5, 19
     with torch.no_grad():
         out = case.op(*case.args())

@@ -31,14 +31,31 @@ constexpr int kPlainVectors = 4;
 
 template <typename T>
 struct LstmForwardArgsOf {
-  int64_t B, H;        // K = H (no projection on this path)
-  const T* packed;     // gate panels of W_hh
+  int64_t B, H;
+  int64_t P;           // width of the running h: H, or proj_size with a projection
+  const T* packed;     // gate panels of W_hh, K = P
   const T* gx;         // input projection with both biases, [*, B, 4H] from step gx_t0
   int64_t gx_t0;
   const int64_t* len;  // [B]
   T* c;                // [B, H] running cell state
-  T* out;              // [T, B, H]
+  T* out;              // [T, B, H]; unused with a projection
   T* reserve;          // [T, B, 5H], or null when not wanted
+  // With a projection: [B, H], o * tanh(c) of the step's real rows, which
+  // lstm_project then multiplies by W_hrᵀ; h_next, out and the padded rows'
+  // carried state are lstm_project's to write. Null without one.
+  T* h_full;
+};
+
+// The projection of an LSTM with proj_size: h = h_full · W_hrᵀ for one block of
+// kPlainVectors vectors of its P units, written to out [T, B, P] and h_next for
+// the real rows; padded rows get zeros out and keep h_prev.
+template <typename T>
+struct LstmProjectArgsOf {
+  int64_t B, H, P;
+  const T* packed;  // plain panels of W_hr, K = H
+  const int64_t* len;
+  const T* h_full;  // [B, H]
+  T* out;           // [T, B, P]
 };
 
 template <typename T>
@@ -143,6 +160,8 @@ struct LayerKernels {
                       int64_t block);
   void (*rnn_forward)(const RnnForwardArgsOf<T>&, int64_t t, const T* h_prev, T* h_next,
                       int64_t block);
+  void (*lstm_project)(const LstmProjectArgsOf<T>&, int64_t t, const T* h_prev, T* h_next,
+                       int64_t block);
   void (*lstm_backward)(const LstmBackwardArgsOf<T>&, int64_t t_prev, int64_t t, int64_t block);
   void (*gru_backward)(const GruBackwardArgsOf<T>&, int64_t t_prev, int64_t t, int64_t block);
   void (*rnn_backward)(const RnnBackwardArgsOf<T>&, int64_t t_prev, int64_t t, int64_t block);

@@ -186,26 +186,27 @@ RNNKIT_TARGET void lstm_forward(const LstmForwardArgsOf<typename L::T>& a, int64
   using T = typename L::T;
   using V = typename L::V;
   constexpr int w = L::kWidth;
-  const int64_t B = a.B, H = a.H;
+  const int64_t B = a.B, H = a.H, P = a.P;
   const int64_t j = block * w;
   const int n = L::valid_at(H, j);
-  const T* panel = a.packed + block * H * 4 * w;
+  const T* panel = a.packed + block * P * 4 * w;
   alignas(64) T tile[tile_size<L, 4>()];
   const RowBlocks rows(B, TileShape<4>::rows);
   for (int64_t ib = 0; ib < rows.count; ++ib) {
     const int64_t b0 = rows.begin(ib);
     const int m = rows.rows(ib);
-    panel_product<L, 4>(m, H, h_prev + b0 * H, H, panel, tile);
+    panel_product<L, 4>(m, P, h_prev + b0 * P, P, panel, tile);
     for (int i = 0; i < m; ++i) {
       const int64_t b = b0 + i, row = t * B + b;
       T* res = a.reserve ? a.reserve + row * 5 * H + j : nullptr;
-      T* out = a.out + row * H + j;
       if (t >= a.len[b]) {  // padded: zeros out, the state carries over
         if (res) {
           for (int k = 0; k < 5; ++k) zero_n<L>(res + k * H, n);
         }
-        zero_n<L>(out, n);
-        L::store(h_next + b * H + j, L::load(h_prev + b * H + j, n), n);
+        if (!a.h_full) {
+          zero_n<L>(a.out + row * H + j, n);
+          L::store(h_next + b * H + j, L::load(h_prev + b * H + j, n), n);
+        }
         continue;
       }
       const T* x = a.gx + ((t - a.gx_t0) * B + b) * 4 * H + j;
@@ -222,8 +223,49 @@ RNNKIT_TARGET void lstm_forward(const LstmForwardArgsOf<typename L::T>& a, int64
         L::store(res + 4 * H, s.c, n);
       }
       L::store(c_row, s.c, n);
-      L::store(out, s.h, n);
-      L::store(h_next + b * H + j, s.h, n);
+      if (a.h_full) {
+        L::store(a.h_full + b * H + j, s.h, n);
+      } else {
+        L::store(a.out + row * H + j, s.h, n);
+        L::store(h_next + b * H + j, s.h, n);
+      }
+    }
+  }
+}
+
+template <typename L>
+RNNKIT_TARGET void lstm_project(const LstmProjectArgsOf<typename L::T>& a, int64_t t,
+                                const typename L::T* h_prev, typename L::T* h_next,
+                                int64_t block) {
+  using T = typename L::T;
+  constexpr int NV = kPlainVectors;
+  constexpr int w = L::kWidth;
+  const int64_t B = a.B, H = a.H, P = a.P;
+  const int64_t j0 = block * NV * w;
+  const T* panel = a.packed + block * H * NV * w;
+  alignas(64) T tile[tile_size<L, NV>()];
+  const RowBlocks rows(B, TileShape<NV>::rows);
+  for (int64_t ib = 0; ib < rows.count; ++ib) {
+    const int64_t b0 = rows.begin(ib);
+    const int m = rows.rows(ib);
+    panel_product<L, NV>(m, H, a.h_full + b0 * H, H, panel, tile);
+    for (int i = 0; i < m; ++i) {
+      const int64_t b = b0 + i, row = t * B + b;
+      const bool padded = t >= a.len[b];
+      for (int v = 0; v < NV; ++v) {
+        const int64_t j = j0 + v * w;
+        const int n = L::valid_at(P, j);
+        if (n == 0) break;
+        T* out = a.out + row * P + j;
+        if (padded) {
+          zero_n<L>(out, n);
+          L::store(h_next + b * P + j, L::load(h_prev + b * P + j, n), n);
+          continue;
+        }
+        const typename L::V h = L::ld(tile + i * NV * w + v * w);
+        L::store(out, h, n);
+        L::store(h_next + b * P + j, h, n);
+      }
     }
   }
 }
@@ -543,8 +585,8 @@ RNNKIT_TARGET float fma_chains(int64_t iters) {
 
 template <typename L>
 constexpr LayerKernels<typename L::T> layer_kernels() {
-  return {&lstm_forward<L>,  &gru_forward<L>,  &rnn_forward<L>, &lstm_backward<L>,
-          &gru_backward<L>,  &rnn_backward<L>, &projection<L>};
+  return {&lstm_forward<L>,  &gru_forward<L>,  &rnn_forward<L>, &lstm_project<L>,
+          &lstm_backward<L>, &gru_backward<L>, &rnn_backward<L>, &projection<L>};
 }
 
 // The table handed to the drivers.

@@ -189,17 +189,28 @@ struct InputChunks {
   }
 };
 
+// The projection phase of an LSTM with proj_size, which run_forward alternates
+// with the gates phase: its kernel's arguments and its number of blocks.
+template <typename T>
+struct ProjectionPhase {
+  LstmProjectArgsOf<T> args;
+  int64_t blocks;
+};
+
 // The forward of one layer direction for every cell: packs W_hh and W_ih (`gates`
 // gates side by side, blocks of U units), projects the input chunk by chunk inside
-// the step loop, and alternates the running state between h and a scratch buffer,
-// leaving h_n in h. `a` carries the cell's own arguments; packed, gx and gx_t0 are
-// filled in here, and kernel(args, t, h_prev, h_next, block) runs one step.
+// the step loop, and alternates the running state (K wide: H, or an LSTM's P)
+// between h and a scratch buffer, leaving h_n in h. `a` carries the cell's own
+// arguments; packed, gx and gx_t0 are filled in here, and kernel(args, t, h_prev,
+// h_next, block) runs one step. With `projected`, each step is two iterations:
+// the cell kernel, then the projection of its h_full into the state.
 template <typename T, typename Args, typename Kernel>
-void run_forward(const LayerKernels<T>& k, int64_t T_, int64_t B, int64_t H, int64_t gates,
-                 int64_t U, bool reverse, const T* x, int64_t I, const T* w_ih, const T* bias,
-                 const T* w_hh, T* h, Args a, Kernel kernel) {
+void run_forward(const LayerKernels<T>& k, int64_t T_, int64_t B, int64_t H, int64_t K,
+                 int64_t gates, int64_t U, bool reverse, const T* x, int64_t I, const T* w_ih,
+                 const T* bias, const T* w_hh, T* h, Args a, Kernel kernel,
+                 const ProjectionPhase<T>* projected = nullptr) {
   const int64_t blocks = ceil_div(H, U);
-  const at::Tensor packed = pack_panels(w_hh, gates, H, H, H * H, H, 1, U);
+  const at::Tensor packed = pack_panels(w_hh, gates, H, K, H * K, K, 1, U);
   const at::Tensor packed_ih = pack_panels(w_ih, gates, H, I, H * I, I, 1, U);
   const int64_t C = InputChunks<T>::steps_per_chunk(T_, B);
   const at::Tensor chunk = empty_of<T>(std::max<int64_t>(1, C * B * gates * H));
@@ -207,29 +218,59 @@ void run_forward(const LayerKernels<T>& k, int64_t T_, int64_t B, int64_t H, int
                           ProjectionArgsOf<T>{gates * H, I, H, static_cast<int>(gates),
                                               packed_ih.const_data_ptr<T>(), x, bias,
                                               chunk.mutable_data_ptr<T>()}};
-  const at::Tensor other = empty_of<T>(std::max<int64_t>(1, B * H));
+  const at::Tensor other = empty_of<T>(std::max<int64_t>(1, B * K));
   T* state[2] = {h, other.mutable_data_ptr<T>()};
   a.packed = packed.const_data_ptr<T>();
   a.gx = chunk.const_data_ptr<T>();
-  run_iterations(T_, workers_for(blocks, B * gates * H * H), blocks, [&](int64_t s, int64_t jb) {
+  auto cell_step = [&](int64_t s, int64_t jb) {
     in.project(k, s, jb);
     Args step = a;
     step.gx_t0 = in.first_t(s);
     kernel(step, step_of(T_, reverse, s), state[s & 1], state[(s + 1) & 1], jb);
-  });
-  if ((T_ & 1) && B * H > 0) std::memcpy(h, state[1], sizeof(T) * B * H);
+  };
+  if (projected == nullptr) {
+    run_iterations(T_, workers_for(blocks, B * gates * H * K), blocks, cell_step);
+  } else {
+    const int64_t step_flops = B * gates * H * K + B * K * H;
+    run_iterations(2 * T_, workers_for(std::max(blocks, projected->blocks), step_flops), blocks,
+                   projected->blocks, [&](int64_t it, int64_t jb) {
+                     const int64_t s = it / 2;
+                     if ((it & 1) == 0) {
+                       cell_step(s, jb);
+                     } else {
+                       k.lstm_project(projected->args, step_of(T_, reverse, s), state[s & 1],
+                                      state[(s + 1) & 1], jb);
+                     }
+                   });
+  }
+  if ((T_ & 1) && B * K > 0) std::memcpy(h, state[1], sizeof(T) * B * K);
 }
 
 }  // namespace
 
 template <typename T>
-void lstm_forward(const Kernels& k, int64_t T_, int64_t B, int64_t H, bool reverse,
+void lstm_forward(const Kernels& k, int64_t T_, int64_t B, int64_t H, int64_t P, bool reverse,
                   const int64_t* len, const T* x, int64_t I, const T* w_ih, const T* bias,
-                  const T* w_hh, T* h, T* c, T* out, T* reserve) {
+                  const T* w_hh, const T* w_hr, T* h, T* c, T* out, T* reserve) {
   const LayerKernels<T>& lk = layer<T>(k);
-  run_forward(lk, T_, B, H, 4, lanes<T>(k), reverse, x, I, w_ih, bias, w_hh, h,
-              LstmForwardArgsOf<T>{B, H, nullptr, nullptr, 0, len, c, out, reserve},
-              lk.lstm_forward);
+  if (w_hr == nullptr) {
+    run_forward(lk, T_, B, H, H, 4, lanes<T>(k), reverse, x, I, w_ih, bias, w_hh, h,
+                LstmForwardArgsOf<T>{B, H, H, nullptr, nullptr, 0, len, c, out, reserve, nullptr},
+                lk.lstm_forward);
+    return;
+  }
+  // W_hr [P, H] in plain panels (its rows are the units of the projection).
+  const int64_t U = kPlainVectors * lanes<T>(k);
+  const at::Tensor packed_hr = pack_panels(w_hr, 1, P, H, 0, H, 1, U);
+  const at::Tensor h_full = empty_of<T>(std::max<int64_t>(1, B * H));
+  const ProjectionPhase<T> projected{
+      LstmProjectArgsOf<T>{B, H, P, packed_hr.const_data_ptr<T>(), len,
+                           h_full.const_data_ptr<T>(), out},
+      ceil_div(P, U)};
+  run_forward(lk, T_, B, H, P, 4, lanes<T>(k), reverse, x, I, w_ih, bias, w_hh, h,
+              LstmForwardArgsOf<T>{B, H, P, nullptr, nullptr, 0, len, c, nullptr, reserve,
+                                   h_full.mutable_data_ptr<T>()},
+              lk.lstm_forward, &projected);
 }
 
 template <typename T>
@@ -237,7 +278,7 @@ void gru_forward(const Kernels& k, int64_t T_, int64_t B, int64_t H, bool revers
                  const int64_t* len, const T* x, int64_t I, const T* w_ih, const T* bias,
                  const T* w_hh, const T* b_hn, T* h, T* out, T* reserve) {
   const LayerKernels<T>& lk = layer<T>(k);
-  run_forward(lk, T_, B, H, 3, lanes<T>(k), reverse, x, I, w_ih, bias, w_hh, h,
+  run_forward(lk, T_, B, H, H, 3, lanes<T>(k), reverse, x, I, w_ih, bias, w_hh, h,
               GruForwardArgsOf<T>{B, H, nullptr, nullptr, 0, b_hn, len, out, reserve},
               lk.gru_forward);
 }
@@ -248,7 +289,7 @@ void rnn_forward(const Kernels& k, int64_t T_, int64_t B, int64_t H, bool revers
                  const T* w_hh, T* h, T* out) {
   const LayerKernels<T>& lk = layer<T>(k);
   // Plain panels: blocks of kPlainVectors vectors of units.
-  run_forward(lk, T_, B, H, 1, kPlainVectors * lanes<T>(k), reverse, x, I, w_ih, bias, w_hh, h,
+  run_forward(lk, T_, B, H, H, 1, kPlainVectors * lanes<T>(k), reverse, x, I, w_ih, bias, w_hh, h,
               RnnForwardArgsOf<T>{B, H, relu, nullptr, nullptr, 0, len, out}, lk.rnn_forward);
 }
 
@@ -325,9 +366,9 @@ void rnn_backward(const Kernels& k, int64_t T_, int64_t B, int64_t H, bool rever
 
 // The drivers for both element types.
 #define RNNKIT_FAST_DRIVERS(T)                                                                   \
-  template void lstm_forward<T>(const Kernels&, int64_t, int64_t, int64_t, bool, const int64_t*, \
-                                const T*, int64_t, const T*, const T*, const T*, T*, T*, T*,     \
-                                T*);                                                             \
+  template void lstm_forward<T>(const Kernels&, int64_t, int64_t, int64_t, int64_t, bool,        \
+                                const int64_t*, const T*, int64_t, const T*, const T*, const T*, \
+                                const T*, T*, T*, T*, T*);                                       \
   template void gru_forward<T>(const Kernels&, int64_t, int64_t, int64_t, bool, const int64_t*,  \
                                const T*, int64_t, const T*, const T*, const T*, const T*, T*,    \
                                T*, T*);                                                          \

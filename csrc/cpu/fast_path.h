@@ -24,6 +24,7 @@
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <thread>
@@ -70,11 +71,15 @@ at::Tensor pack_panels(const T* src, int64_t gates, int64_t H, int64_t K, int64_
                        int64_t unit_stride, int64_t k_stride, int64_t U);
 
 // Calls fn(it, block) for it = 0..iters-1 and every block, all blocks of an
-// iteration finishing before any block of the next one starts.
+// iteration finishing before any block of the next one starts. Even and odd
+// iterations may have different numbers of blocks (the LSTM with a projection
+// alternates gates and projection).
 template <typename Fn>
-void run_iterations(int64_t iters, int64_t workers, int64_t blocks, const Fn& fn) {
-  if (iters <= 0 || blocks <= 0) return;
+void run_iterations(int64_t iters, int64_t workers, int64_t blocks_even, int64_t blocks_odd,
+                    const Fn& fn) {
+  if (iters <= 0 || std::max(blocks_even, blocks_odd) <= 0) return;
   auto run_worker = [&](int64_t w, int64_t it) {
+    const int64_t blocks = (it & 1) ? blocks_odd : blocks_even;
     for (int64_t jb = blocks * w / workers; jb < blocks * (w + 1) / workers; ++jb) fn(it, jb);
   };
   if (workers <= 1) {
@@ -104,16 +109,23 @@ void run_iterations(int64_t iters, int64_t workers, int64_t blocks, const Fn& fn
   });
 }
 
+template <typename Fn>
+void run_iterations(int64_t iters, int64_t workers, int64_t blocks, const Fn& fn) {
+  run_iterations(iters, workers, blocks, blocks, fn);
+}
+
 // The layer drivers: the same contracts as the portable loops they replace
 // (lstm_cpu.cpp, gru_cpu.cpp, rnn_cpu.cpp), float32 or float64 (T), contiguous.
 // The forward ones take the input x [T, B, I] and compute its projection inside
 // the step loop (bias: what the portable path folds into it, or null), and h (h0
 // in, h_n out); the backward ones dh (grad_h_n in, grad_h0 out) and, for the
 // LSTM, dc.
+// The LSTM's h (h0 in, h_n out) and out are P wide: P = H without a projection
+// (w_hr null), proj_size with one (w_hr [P, H]).
 template <typename T>
-void lstm_forward(const Kernels& k, int64_t T_, int64_t B, int64_t H, bool reverse,
+void lstm_forward(const Kernels& k, int64_t T_, int64_t B, int64_t H, int64_t P, bool reverse,
                   const int64_t* len, const T* x, int64_t I, const T* w_ih, const T* bias,
-                  const T* w_hh, T* h, T* c, T* out, T* reserve);
+                  const T* w_hh, const T* w_hr, T* h, T* c, T* out, T* reserve);
 template <typename T>
 void gru_forward(const Kernels& k, int64_t T_, int64_t B, int64_t H, bool reverse,
                  const int64_t* len, const T* x, int64_t I, const T* w_ih, const T* bias,

@@ -7,6 +7,8 @@
 // Backward: per step one fused pass (cells::lstm_backward) writing the gate
 // gradients of that step, and one GEMM dh += dgates · W_hh; the weight gradients
 // are whole-sequence GEMMs after the loop.
+// These are the portable loops; on AVX2 and AVX-512 the fast path (fast_path.h)
+// runs the forward, with or without a projection, and the backward without one.
 
 #include <ATen/Dispatch.h>
 #include <ATen/ops/empty.h>
@@ -208,7 +210,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_layer(
   const Tensor x = prepare(input, ct);
   const Tensor wih = prepare(w_ih, ct), whh = prepare(w_hh, ct), whr = prepare(w_hr, ct);
   const Tensor bias = sz.has_bias ? prepare(*b_ih, ct).add(prepare(*b_hh, ct)) : Tensor();
-  const fast::Kernels* fk = sz.has_proj ? nullptr : fast::select();
+  const fast::Kernels* fk = fast::select();
   // The fast path projects the input inside its step loop.
   const Tensor gx = fk ? Tensor() : input_projection(x, wih, bias);
 
@@ -223,10 +225,12 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_layer(
   if (fk) {
     AT_DISPATCH_FLOATING_TYPES(ct, "rnnkit::lstm_layer", [&] {
       using T_ = scalar_t;
-      fast::lstm_forward<T_>(*fk, T, B, H, reverse, len.data(), x.const_data_ptr<T_>(), sz.I,
+      fast::lstm_forward<T_>(*fk, T, B, H, P, reverse, len.data(), x.const_data_ptr<T_>(), sz.I,
                              wih.const_data_ptr<T_>(),
                              sz.has_bias ? bias.const_data_ptr<T_>() : nullptr,
-                             whh.const_data_ptr<T_>(), h.mutable_data_ptr<T_>(),
+                             whh.const_data_ptr<T_>(),
+                             sz.has_proj ? whr.const_data_ptr<T_>() : nullptr,
+                             h.mutable_data_ptr<T_>(),
                              c.mutable_data_ptr<T_>(), output.mutable_data_ptr<T_>(),
                              keep_reserve ? reserve.mutable_data_ptr<T_>() : nullptr);
     });
@@ -271,6 +275,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_
                                    sz.has_bias, reserve, input_grad);
   }
 
+  // The backward with a projection keeps the portable loop.
   const fast::Kernels* fk = sz.has_proj ? nullptr : fast::select();
   Tensor gout_copy;  // the fast path reads grad_output in place when it can
   const Tensor gout = fk ? Tensor() : prepare(grad_output, ct);

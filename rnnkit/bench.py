@@ -38,7 +38,7 @@ from torch import nn
 import rnnkit
 from rnnkit import bench_calls, ops
 
-__all__ = ["Size", "Case", "Result", "make_pair", "time_pair", "run_case", "machine_info",
+__all__ = ["Size", "Case", "Result", "packed_lengths", "make_pair", "time_pair", "run_case", "machine_info",
            "format_table", "positive_int", "positive_float", "main"]
 
 MODULES = ("LSTM", "GRU", "RNN")
@@ -81,6 +81,25 @@ class Case:
     dtype: str = "float32"
     num_layers: int = 1
     bidirectional: bool = False
+    proj_size: int = 0  # LSTM only
+    nonlinearity: str = "tanh"  # RNN only: "tanh" or "relu"
+    packed: bool = False  # a PackedSequence of random lengths in [T/2, T] instead of a tensor
+
+    def describe(self) -> str:
+        """The module and its options, as a short label."""
+        parts = [self.module if self.module != "RNN" or self.nonlinearity == "tanh"
+                 else "RNN-relu"]
+        if self.num_layers > 1:
+            parts.append(f"{self.num_layers} layers")
+        if self.bidirectional:
+            parts.append("bidir")
+        if self.proj_size:
+            parts.append(f"proj {self.proj_size}")
+        if self.packed:
+            parts.append("packed")
+        if self.dtype != "float32":
+            parts.append(self.dtype)
+        return " ".join(parts)
 
 
 @dataclasses.dataclass
@@ -121,11 +140,25 @@ class Result:
 def _modules_for(case: Case):
     """(torch.nn module, rnnkit module) with identical weights, on the case's device/dtype."""
     kwargs = dict(num_layers=case.num_layers, bidirectional=case.bidirectional)
+    if case.proj_size:
+        kwargs["proj_size"] = case.proj_size
+    if case.nonlinearity != "tanh":
+        kwargs["nonlinearity"] = case.nonlinearity
     dtype, device = DTYPES[case.dtype], torch.device(case.device)
     reference = getattr(nn, case.module)(case.size.I, case.size.H, **kwargs)
     candidate = getattr(rnnkit, case.module)(case.size.I, case.size.H, **kwargs)
     candidate.load_state_dict(reference.state_dict())
     return reference.to(device, dtype), candidate.to(device, dtype)
+
+
+def packed_lengths(case: Case, seed: int = 0) -> torch.Tensor:
+    """The sequence lengths of a packed case's input: random in [T/2, T], the first T."""
+    T, B = case.size.T, case.size.B
+    generator = torch.Generator().manual_seed(seed + 1)
+    lengths = torch.randint((T + 1) // 2, T + 1, (B,), generator=generator)
+    if B:
+        lengths[0] = T
+    return lengths
 
 
 def make_pair(case: Case, seed: int = 0) -> tuple[Callable[[], object], Callable[[], object]]:
@@ -143,6 +176,13 @@ def make_pair(case: Case, seed: int = 0) -> tuple[Callable[[], object], Callable
     dtype, device = DTYPES[case.dtype], torch.device(case.device)
     x = torch.randn(case.size.T, case.size.B, case.size.I, generator=generator)
     x = x.to(device, dtype)
+    width = (case.proj_size or case.size.H) * (2 if case.bidirectional else 1)
+    grad_shape = (case.size.T, case.size.B, width)
+    if case.packed:
+        # The user's input is the PackedSequence, packed once outside the timed call.
+        lengths = packed_lengths(case, seed)
+        x = nn.utils.rnn.pack_padded_sequence(x, lengths, enforce_sorted=False)
+        grad_shape = (int(lengths.sum()), width)
     if case.mode == "infer":
         def runner(module):
             module.eval()
@@ -152,8 +192,7 @@ def make_pair(case: Case, seed: int = 0) -> tuple[Callable[[], object], Callable
                     return module(x)
             return run
     else:
-        width = case.size.H * (2 if case.bidirectional else 1)
-        grad = torch.randn(case.size.T, case.size.B, width, generator=generator).to(device, dtype)
+        grad = torch.randn(*grad_shape, generator=generator).to(device, dtype)
 
         def runner(module):
             module.train()
@@ -161,7 +200,7 @@ def make_pair(case: Case, seed: int = 0) -> tuple[Callable[[], object], Callable
             def run():
                 module.zero_grad(set_to_none=True)
                 output, _ = module(x)
-                output.backward(grad)
+                (output.data if case.packed else output).backward(grad)
             return run
     return runner(reference), runner(candidate)
 

@@ -234,43 +234,6 @@ RNNKIT_TARGET void lstm_forward(const LstmForwardArgsOf<typename L::T>& a, int64
 }
 
 template <typename L>
-RNNKIT_TARGET void lstm_project(const LstmProjectArgsOf<typename L::T>& a, int64_t t,
-                                const typename L::T* h_prev, typename L::T* h_next,
-                                int64_t block) {
-  using T = typename L::T;
-  constexpr int NV = kPlainVectors;
-  constexpr int w = L::kWidth;
-  const int64_t B = a.B, H = a.H, P = a.P;
-  const int64_t j0 = block * NV * w;
-  const T* panel = a.packed + block * H * NV * w;
-  alignas(64) T tile[tile_size<L, NV>()];
-  const RowBlocks rows(B, TileShape<NV>::rows);
-  for (int64_t ib = 0; ib < rows.count; ++ib) {
-    const int64_t b0 = rows.begin(ib);
-    const int m = rows.rows(ib);
-    panel_product<L, NV>(m, H, a.h_full + b0 * H, H, panel, tile);
-    for (int i = 0; i < m; ++i) {
-      const int64_t b = b0 + i, row = t * B + b;
-      const bool padded = t >= a.len[b];
-      for (int v = 0; v < NV; ++v) {
-        const int64_t j = j0 + v * w;
-        const int n = L::valid_at(P, j);
-        if (n == 0) break;
-        T* out = a.out + row * P + j;
-        if (padded) {
-          zero_n<L>(out, n);
-          L::store(h_next + b * P + j, L::load(h_prev + b * P + j, n), n);
-          continue;
-        }
-        const typename L::V h = L::ld(tile + i * NV * w + v * w);
-        L::store(out, h, n);
-        L::store(h_next + b * P + j, h, n);
-      }
-    }
-  }
-}
-
-template <typename L>
 RNNKIT_TARGET void gru_forward(const GruForwardArgsOf<typename L::T>& a, int64_t t,
                                const typename L::T* h_prev, typename L::T* h_next,
                                int64_t block) {
@@ -319,44 +282,70 @@ RNNKIT_TARGET void gru_forward(const GruForwardArgsOf<typename L::T>& a, int64_t
   }
 }
 
-template <typename L>
-RNNKIT_TARGET void rnn_forward(const RnnForwardArgsOf<typename L::T>& a, int64_t t,
-                               const typename L::T* h_prev, typename L::T* h_next,
-                               int64_t block) {
+// The step of plain panels shared by the Elman RNN and the LSTM's projection, for
+// one block of kPlainVectors vectors of the N units of the new state: the product
+// of the rows of A (K wide) with the block's panel, then, for the real rows,
+// out = h_next = value(product vector, b, j, n); padded rows get zeros out and
+// keep h_prev.
+template <typename L, typename Value>
+RNNKIT_TARGET static inline void plain_step(int64_t B, int64_t N, int64_t K,
+                                            const typename L::T* A, const typename L::T* packed,
+                                            const int64_t* len, int64_t t, typename L::T* out,
+                                            const typename L::T* h_prev, typename L::T* h_next,
+                                            int64_t block, const Value& value) {
   using T = typename L::T;
-  using V = typename L::V;
   constexpr int NV = kPlainVectors;
   constexpr int w = L::kWidth;
-  const int64_t B = a.B, H = a.H;
   const int64_t j0 = block * NV * w;
-  const T* panel = a.packed + block * H * NV * w;
+  const T* panel = packed + block * K * NV * w;
   alignas(64) T tile[tile_size<L, NV>()];
   const RowBlocks rows(B, TileShape<NV>::rows);
   for (int64_t ib = 0; ib < rows.count; ++ib) {
     const int64_t b0 = rows.begin(ib);
     const int m = rows.rows(ib);
-    panel_product<L, NV>(m, H, h_prev + b0 * H, H, panel, tile);
+    panel_product<L, NV>(m, K, A + b0 * K, K, panel, tile);
     for (int i = 0; i < m; ++i) {
       const int64_t b = b0 + i, row = t * B + b;
-      const bool padded = t >= a.len[b];
+      const bool padded = t >= len[b];
       for (int v = 0; v < NV; ++v) {
         const int64_t j = j0 + v * w;
-        const int n = L::valid_at(H, j);
+        const int n = L::valid_at(N, j);
         if (n == 0) break;
-        T* out = a.out + row * H + j;
+        T* o = out + row * N + j;
         if (padded) {
-          zero_n<L>(out, n);
-          L::store(h_next + b * H + j, L::load(h_prev + b * H + j, n), n);
+          zero_n<L>(o, n);
+          L::store(h_next + b * N + j, L::load(h_prev + b * N + j, n), n);
           continue;
         }
-        const V pre = V(L::ld(tile + i * NV * w + v * w)) +
-                      L::load(a.gx + ((t - a.gx_t0) * B + b) * H + j, n);
-        const V h = ::rnnkit::cells::rnn_forward<V, typename L::M>(pre, a.relu);
-        L::store(out, h, n);
-        L::store(h_next + b * H + j, h, n);
+        const typename L::V h = value(L::ld(tile + i * NV * w + v * w), b, j, n);
+        L::store(o, h, n);
+        L::store(h_next + b * N + j, h, n);
       }
     }
   }
+}
+
+template <typename L>
+RNNKIT_TARGET void rnn_forward(const RnnForwardArgsOf<typename L::T>& a, int64_t t,
+                               const typename L::T* h_prev, typename L::T* h_next,
+                               int64_t block) {
+  using V = typename L::V;
+  const int64_t B = a.B, H = a.H;
+  plain_step<L>(B, H, H, h_prev, a.packed, a.len, t, a.out, h_prev, h_next, block,
+                [&](typename L::Raw acc, int64_t b, int64_t j, int n) RNNKIT_TARGET {
+                  const V pre = V(acc) + L::load(a.gx + ((t - a.gx_t0) * B + b) * H + j, n);
+                  return ::rnnkit::cells::rnn_forward<V, typename L::M>(pre, a.relu);
+                });
+}
+
+template <typename L>
+RNNKIT_TARGET void lstm_project(const LstmProjectArgsOf<typename L::T>& a, int64_t t,
+                                const typename L::T* h_prev, typename L::T* h_next,
+                                int64_t block) {
+  plain_step<L>(a.B, a.P, a.H, a.h_full, a.packed, a.len, t, a.out, h_prev, h_next, block,
+                [](typename L::Raw acc, int64_t, int64_t, int) RNNKIT_TARGET {
+                  return typename L::V(acc);
+                });
 }
 
 // ------------------------------------------------------------------ backward

@@ -25,23 +25,18 @@ __all__ = ["RNNBase", "RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell"]
 
 
 def _unpack(data: Tensor, batch_sizes: Tensor):
-    """Packed rows [sum(lengths), I] -> (padded [T, B, I], lengths [B], mask [T, B]).
+    """Packed rows [sum(lengths), I] -> (padded [T, B, I], lengths [B] on the CPU).
 
     Packed data lists step 0 of every sequence, then step 1 of those still running,
-    and so on, sequences sorted longest first: exactly the True entries of
-    mask[t, b] = b < batch_sizes[t] in row-major order.
+    and so on, sequences sorted longest first. torch's own (C++) unpacking, which is
+    what torch.nn.utils.rnn.pad_packed_sequence runs, and differentiable.
     """
-    steps, batch = batch_sizes.numel(), int(batch_sizes[0])
-    mask = torch.arange(batch).unsqueeze(0) < batch_sizes.unsqueeze(1)
-    lengths = mask.sum(0)
-    mask = mask.to(data.device)
-    padded = data.new_zeros((steps, batch) + tuple(data.shape[1:]))
-    padded = padded.masked_scatter(mask.unsqueeze(-1), data)
-    return padded, lengths.to(data.device), mask
+    return torch._pad_packed_sequence(data, batch_sizes, False, 0.0, batch_sizes.numel())
 
 
-def _repack(padded: Tensor, mask: Tensor) -> Tensor:
-    return padded[mask]
+def _repack(padded: Tensor, lengths: Tensor) -> Tensor:
+    """The inverse of _unpack: the packed rows of padded [T, B, ...] (lengths on the CPU)."""
+    return torch._pack_padded_sequence(padded, lengths, False)[0]
 
 
 def _check_devices(input: Tensor, weights, states) -> None:
@@ -155,9 +150,10 @@ class RNNBase(nn.RNNBase):
             # wrong batch size with a less helpful message.
             self.check_forward_args(data, hx, batch_sizes)
             hx = self.permute_hidden(hx, sorted_indices)
-        padded, lengths, mask = _unpack(data, batch_sizes)
-        output, states = self._compute(padded, self._states(hx), lengths)
-        out = PackedSequence(_repack(output, mask), batch_sizes, sorted_indices, unsorted_indices)
+        padded, lengths = _unpack(data, batch_sizes)
+        output, states = self._compute(padded, self._states(hx), lengths.to(data.device))
+        out = PackedSequence(_repack(output, lengths), batch_sizes, sorted_indices,
+                             unsorted_indices)
         return out, self.permute_hidden(self._pack_states(states), unsorted_indices)
 
     def _forward_tensor(self, input: Tensor, hx, is_batched: bool):

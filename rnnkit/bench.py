@@ -38,8 +38,8 @@ from torch import nn
 import rnnkit
 from rnnkit import bench_calls, ops
 
-__all__ = ["Size", "Case", "Result", "packed_lengths", "make_pair", "time_pair", "run_case", "machine_info",
-           "format_table", "positive_int", "positive_float", "main"]
+__all__ = ["Size", "Case", "Result", "packed_lengths", "make_pair", "time_pair", "run_case",
+           "machine_info", "format_table", "positive_int", "positive_float", "main"]
 
 MODULES = ("LSTM", "GRU", "RNN")
 MODES = ("infer", "train")

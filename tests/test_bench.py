@@ -1,10 +1,12 @@
 """python -m rnnkit.bench: its command line, its table and its JSON (no timings asserted)."""
 
 import json
+import pathlib
 import subprocess
 import sys
 
 import pytest
+import torch
 
 from rnnkit import bench
 
@@ -31,13 +33,16 @@ def test_run_writes_a_row_per_case_to_json(tmp_path, capsys):
     assert data["machine"]["threads"] == 1
 
 
+def _modules_of(*runs):
+    """The modules of make_pair's callables, which own them: reached through their closures."""
+    return [next(c.cell_contents for c in fn.__closure__
+                 if isinstance(c.cell_contents, bench.nn.Module)) for fn in runs]
+
+
 def test_train_mode_leaves_equal_gradients_on_both_sides():
     case = bench.Case("GRU", bench.Size(4, 3, 5, 6), "train", num_layers=2, bidirectional=True)
     run_torch, run_rnnkit = bench.make_pair(case)
-    # make_pair owns its modules; reach them through the closures' cells.
-    modules = [next(c.cell_contents for c in fn.__closure__
-                    if isinstance(c.cell_contents, bench.nn.Module))
-               for fn in (run_torch, run_rnnkit)]
+    modules = _modules_of(run_torch, run_rnnkit)
     run_torch()
     run_rnnkit()
     for (name, p), q in zip(modules[0].named_parameters(), modules[1].parameters()):
@@ -111,3 +116,44 @@ def test_calls_section_writes_a_row_per_call_case(tmp_path, monkeypatch, capsys)
         assert row["ratio"] == pytest.approx(row["torch_us"] / row["rnnkit_us"])
     printed = capsys.readouterr().out
     assert "| GRU T=1 | 2 | 8 | float64 | forward+backward |" in printed
+
+
+@pytest.mark.parametrize("options", [
+    dict(proj_size=3),
+    dict(packed=True, bidirectional=True),
+    dict(packed=True, proj_size=2, num_layers=2),
+])
+def test_lstm_options_leave_equal_gradients_on_both_sides(options):
+    """The sweep's options (projection, packed input) build equal pairs and run them."""
+    case = bench.Case("LSTM", bench.Size(5, 3, 4, 6), "train", **options)
+    run_torch, run_rnnkit = bench.make_pair(case)
+    modules = _modules_of(run_torch, run_rnnkit)
+    run_torch()
+    run_rnnkit()
+    for (name, a), (_, b) in zip(*(m.named_parameters() for m in modules)):
+        torch.testing.assert_close(a.grad, b.grad, atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_relu_case_describes_itself():
+    case = bench.Case("RNN", bench.Size(3, 2, 4, 5), "infer", nonlinearity="relu", packed=True,
+                      dtype="float64")
+    assert case.describe() == "RNN-relu packed float64"
+    assert bench.run_case(case, repeats=1).error is None
+
+
+def test_cpu_sweep_samples_and_writes_its_results(tmp_path, capsys):
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "benchmarks"))
+    try:
+        import cpu_sweep
+    finally:
+        sys.path.pop(0)
+    grid = cpu_sweep.grid()
+    assert len(grid) == len(set(grid))  # every point once
+    sample = cpu_sweep.sample(grid, 5, 0.01, seed=3)
+    assert len(sample) == 5 and all(cpu_sweep.gflop(c) <= 0.01 for c in sample)
+    out = tmp_path / "sweep.md"
+    assert cpu_sweep.main(["--cases", "3", "--max-gflop", "0.001", "--budget", "0.01",
+                           "--threads", "1", "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "minimum ratio" in text and "geometric mean" in text
+    assert text.count("\n| ") == 3 + 1  # the header and a row per case

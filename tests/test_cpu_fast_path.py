@@ -2,10 +2,11 @@
 at every instruction-set level that this CPU has, forced through RNNKIT_CPU_ISA.
 
 Each level is compared with the plain-PyTorch reference run in float64 on the
-same inputs (float32 to ~1e-5, float64 to 1e-9), over sizes that exercise the tails of the vector blocks and
-of the register tiles (H not a multiple of 8 or 16, odd batches, B = 1), lengths,
-reverse and the LSTM projection (which keeps the portable path). The results must
-also be bit for bit the same whatever the number of threads (on the vector levels).
+same inputs (float32 to ~1e-5, float64 to 1e-9), over sizes that exercise the tails
+of the vector blocks and of the register tiles (H not a multiple of 8 or 16, odd
+batches, B = 1), lengths, reverse and the LSTM projection (whose backward keeps the
+portable path). The results must also be bit for bit the same whatever the number
+of threads (on the vector levels).
 """
 
 from __future__ import annotations

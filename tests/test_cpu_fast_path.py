@@ -248,3 +248,5 @@ def test_fma_peak_probe(level):
         assert peak == 0.0
     else:
         assert 0.0 < peak < 1e6
+    with pytest.raises(RuntimeError, match="seconds must be in"):
+        torch.ops.rnnkit._cpu_fma_peak(-1.0)

@@ -129,7 +129,23 @@ RNNKIT_TARGET static inline DVec dpositive(DVec y) {
   return _mm512_maskz_mov_pd(_mm512_cmp_pd_mask(y, dzero(), _CMP_GT_OQ), dset(1.0));
 }
 
+// Under the target as a whole, not only function by function: GCC lays out a
+// struct wrapping a vector (the lanes' value types) by the options in force
+// where the struct is defined, and a layout made without this instruction set
+// passes it between functions in a way the target functions disagree on as soon
+// as one of them is not inlined (as in a sanitizer build).
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,avx2,fma"))), apply_to = function)
+#else
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")
+#endif
 #include "fast_kernels_impl.h"
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
+#pragma GCC pop_options
+#endif
 
 }  // namespace avx512
 

@@ -211,10 +211,11 @@ RNNKIT_TARGET void lstm_forward(const LstmForwardArgsOf<typename L::T>& a, int64
       }
       const T* x = a.gx + ((t - a.gx_t0) * B + b) * 4 * H + j;
       const T* acc = tile + i * 4 * w;
-      auto pre = [&](int g) RNNKIT_TARGET { return V(L::ld(acc + g * w)) + L::load(x + g * H, n); };
       T* c_row = a.c + b * H + j;
-      const auto s = ::rnnkit::cells::lstm_forward<V, typename L::M>(pre(0), pre(1), pre(2),
-                                                                     pre(3), L::load(c_row, n));
+      const auto s = ::rnnkit::cells::lstm_forward<V, typename L::M>(
+          V(L::ld(acc)) + L::load(x, n), V(L::ld(acc + w)) + L::load(x + H, n),
+          V(L::ld(acc + 2 * w)) + L::load(x + 2 * H, n),
+          V(L::ld(acc + 3 * w)) + L::load(x + 3 * H, n), L::load(c_row, n));
       if (res) {
         L::store(res, s.i, n);
         L::store(res + H, s.f, n);
@@ -325,17 +326,36 @@ RNNKIT_TARGET static inline void plain_step(int64_t B, int64_t N, int64_t K,
   }
 }
 
+// The callables the kernels hand to their shared frames are small structs whose
+// member functions carry the target attribute like every function of this file.
+
+// The Elman RNN's new state from its product: the cell of cells.h on product + x·W_ihᵀ.
+template <typename L>
+struct RnnValue {
+  const RnnForwardArgsOf<typename L::T>& a;
+  int64_t t;
+  RNNKIT_TARGET typename L::V operator()(typename L::Raw acc, int64_t b, int64_t j,
+                                         int n) const {
+    using V = typename L::V;
+    const V pre = V(acc) + L::load(a.gx + ((t - a.gx_t0) * a.B + b) * a.H + j, n);
+    return ::rnnkit::cells::rnn_forward<V, typename L::M>(pre, a.relu);
+  }
+};
+
+// The projection's new state: the product itself.
+template <typename L>
+struct ProductValue {
+  RNNKIT_TARGET typename L::V operator()(typename L::Raw acc, int64_t, int64_t, int) const {
+    return typename L::V(acc);
+  }
+};
+
 template <typename L>
 RNNKIT_TARGET void rnn_forward(const RnnForwardArgsOf<typename L::T>& a, int64_t t,
                                const typename L::T* h_prev, typename L::T* h_next,
                                int64_t block) {
-  using V = typename L::V;
-  const int64_t B = a.B, H = a.H;
-  plain_step<L>(B, H, H, h_prev, a.packed, a.len, t, a.out, h_prev, h_next, block,
-                [&](typename L::Raw acc, int64_t b, int64_t j, int n) RNNKIT_TARGET {
-                  const V pre = V(acc) + L::load(a.gx + ((t - a.gx_t0) * B + b) * H + j, n);
-                  return ::rnnkit::cells::rnn_forward<V, typename L::M>(pre, a.relu);
-                });
+  plain_step<L>(a.B, a.H, a.H, h_prev, a.packed, a.len, t, a.out, h_prev, h_next, block,
+                RnnValue<L>{a, t});
 }
 
 template <typename L>
@@ -343,9 +363,7 @@ RNNKIT_TARGET void lstm_project(const LstmProjectArgsOf<typename L::T>& a, int64
                                 const typename L::T* h_prev, typename L::T* h_next,
                                 int64_t block) {
   plain_step<L>(a.B, a.P, a.H, a.h_full, a.packed, a.len, t, a.out, h_prev, h_next, block,
-                [](typename L::Raw acc, int64_t, int64_t, int) RNNKIT_TARGET {
-                  return typename L::V(acc);
-                });
+                ProductValue<L>{});
 }
 
 // ------------------------------------------------------------------ backward
@@ -413,14 +431,15 @@ RNNKIT_TARGET static inline void backward_block(int64_t B, int64_t H, int64_t K,
   }
 }
 
+// The pointwise pass of lstm_backward for one unit vector j (n valid) of sequence b.
 template <typename L>
-RNNKIT_TARGET void lstm_backward(const LstmBackwardArgsOf<typename L::T>& a, int64_t t_prev,
-                                 int64_t t, int64_t block) {
-  using T = typename L::T;
-  using V = typename L::V;
-  const int64_t B = a.B, H = a.H;
-  backward_block<L>(B, H, 4 * H, a.dgates, 4 * H, a.packed, a.len, a.dh, t_prev, t, block,
-                    [&](int64_t b, int64_t j, int n) RNNKIT_TARGET {
+struct LstmBackwardUnit {
+  const LstmBackwardArgsOf<typename L::T>& a;
+  int64_t t;
+  RNNKIT_TARGET void operator()(int64_t b, int64_t j, int n) const {
+    using T = typename L::T;
+    using V = typename L::V;
+    const int64_t B = a.B, H = a.H;
     const int64_t row = t * B + b, length = a.len[b];
     T* dg = a.dgates + row * 4 * H;
     if (t >= length) {  // padded: no gradient, dh and dc pass through
@@ -444,18 +463,25 @@ RNNKIT_TARGET void lstm_backward(const LstmBackwardArgsOf<typename L::T>& a, int
     L::store(dg + 3 * H + j, d.pre_o, n);
     L::store(dc, d.c_prev, n);
     zero_n<L>(dh, n);  // the next iteration adds dgates · W_hh
-  });
-}
+  }
+};
 
 template <typename L>
-RNNKIT_TARGET void gru_backward(const GruBackwardArgsOf<typename L::T>& a, int64_t t_prev,
-                                int64_t t, int64_t block) {
-  using T = typename L::T;
-  using V = typename L::V;
-  const int64_t B = a.B, H = a.H;
-  // K = 3H: the gradients of r, z and hn, the first three of each row of four.
-  backward_block<L>(B, H, 3 * H, a.dgates, 4 * H, a.packed, a.len, a.dh, t_prev, t, block,
-                    [&](int64_t b, int64_t j, int n) RNNKIT_TARGET {
+RNNKIT_TARGET void lstm_backward(const LstmBackwardArgsOf<typename L::T>& a, int64_t t_prev,
+                                 int64_t t, int64_t block) {
+  backward_block<L>(a.B, a.H, 4 * a.H, a.dgates, 4 * a.H, a.packed, a.len, a.dh, t_prev, t,
+                    block, LstmBackwardUnit<L>{a, t});
+}
+
+// The pointwise pass of gru_backward for one unit vector j (n valid) of sequence b.
+template <typename L>
+struct GruBackwardUnit {
+  const GruBackwardArgsOf<typename L::T>& a;
+  int64_t t;
+  RNNKIT_TARGET void operator()(int64_t b, int64_t j, int n) const {
+    using T = typename L::T;
+    using V = typename L::V;
+    const int64_t B = a.B, H = a.H;
     const int64_t row = t * B + b, length = a.len[b];
     T* dg = a.dgates + row * 4 * H;
     if (t >= length) {
@@ -475,17 +501,26 @@ RNNKIT_TARGET void gru_backward(const GruBackwardArgsOf<typename L::T>& a, int64
     L::store(dg + 2 * H + j, d.hn, n);
     L::store(dg + 3 * H + j, d.xn, n);
     L::store(dh, d.h_prev, n);  // the next iteration adds dgates · W_hh
-  });
-}
+  }
+};
 
 template <typename L>
-RNNKIT_TARGET void rnn_backward(const RnnBackwardArgsOf<typename L::T>& a, int64_t t_prev,
+RNNKIT_TARGET void gru_backward(const GruBackwardArgsOf<typename L::T>& a, int64_t t_prev,
                                 int64_t t, int64_t block) {
-  using T = typename L::T;
-  using V = typename L::V;
-  const int64_t B = a.B, H = a.H;
-  backward_block<L>(B, H, H, a.dpre, H, a.packed, a.len, a.dh, t_prev, t, block,
-                    [&](int64_t b, int64_t j, int n) RNNKIT_TARGET {
+  // K = 3H: the gradients of r, z and hn, the first three of each row of four.
+  backward_block<L>(a.B, a.H, 3 * a.H, a.dgates, 4 * a.H, a.packed, a.len, a.dh, t_prev, t,
+                    block, GruBackwardUnit<L>{a, t});
+}
+
+// The pointwise pass of rnn_backward for one unit vector j (n valid) of sequence b.
+template <typename L>
+struct RnnBackwardUnit {
+  const RnnBackwardArgsOf<typename L::T>& a;
+  int64_t t;
+  RNNKIT_TARGET void operator()(int64_t b, int64_t j, int n) const {
+    using T = typename L::T;
+    using V = typename L::V;
+    const int64_t B = a.B, H = a.H;
     const int64_t row = t * B + b;
     T* d = a.dpre + row * H + j;
     if (t >= a.len[b]) {
@@ -497,7 +532,14 @@ RNNKIT_TARGET void rnn_backward(const RnnBackwardArgsOf<typename L::T>& a, int64
     L::store(d, ::rnnkit::cells::rnn_backward<V, typename L::M>(
                     dhj, L::load(a.out + row * H + j, n), a.relu), n);
     zero_n<L>(dh, n);
-  });
+  }
+};
+
+template <typename L>
+RNNKIT_TARGET void rnn_backward(const RnnBackwardArgsOf<typename L::T>& a, int64_t t_prev,
+                                int64_t t, int64_t block) {
+  backward_block<L>(a.B, a.H, a.H, a.dpre, a.H, a.packed, a.len, a.dh, t_prev, t, block,
+                    RnnBackwardUnit<L>{a, t});
 }
 
 // ------------------------------------------------------------------ projection

@@ -77,6 +77,8 @@ const Kernels* select() {
 }
 
 double fma_peak_gflops(double seconds) {
+  TORCH_CHECK(seconds >= 0.0 && seconds <= 60.0,
+              "_cpu_fma_peak: seconds must be in [0, 60], got ", seconds);
   const Kernels* k = select();
   if (k == nullptr) return 0.0;
   const int64_t threads = std::max<int64_t>(1, at::get_num_threads());
@@ -329,7 +331,9 @@ void lstm_forward(const Kernels& k, int64_t T_, int64_t B, int64_t H, int64_t P,
   // W_hr [P, H] in plain panels (its rows are the units of the projection).
   const int64_t U = kPlainVectors * lanes<T>(k);
   const at::Tensor packed_hr = pack_panels(w_hr, 1, P, H, 0, H, 1, U);
-  const at::Tensor h_full = empty_of<T>(std::max<int64_t>(1, B * H));
+  // Zeroed: the projection's product also reads the rows of padded steps (and
+  // discards them), which the gate kernel does not write.
+  const at::Tensor h_full = empty_of<T>(std::max<int64_t>(1, B * H)).zero_();
   const ProjectionPhase<T> projected{
       LstmProjectArgsOf<T>{B, H, P, packed_hr.const_data_ptr<T>(), len,
                            h_full.const_data_ptr<T>(), out},

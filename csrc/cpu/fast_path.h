@@ -6,7 +6,7 @@
 // Choice of kernels (select): the widest instruction set the CPU has among
 // AVX-512 (F, VL, BW, DQ) and AVX2 + FMA, or none, in which case the layers keep
 // their portable path (one ATen GEMM per step and at::vec pointwise passes; also
-// the path of the LSTM with a projection). The environment variable
+// the path of the backward of the LSTM with a projection). The environment variable
 // RNNKIT_CPU_ISA, read at every layer call, narrows the choice: "avx512",
 // "avx2" or "generic" (the portable path), "auto" or unset for the default; a set
 // the CPU lacks falls back to the next one it has.

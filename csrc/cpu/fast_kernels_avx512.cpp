@@ -9,9 +9,14 @@
 
 #include <immintrin.h>
 
-// cells.h, compiled for this instruction set: the cell kernels instantiate its gate
-// math with this set's vectors (cell_kernels_impl.h). Its only include comes first,
-// outside the target.
+// From here to the end of the kernels, everything is compiled for this instruction
+// set: cells.h (the kernels instantiate its gate math with this set's vectors), the
+// vector primitives and fast_kernels_impl.h. Under the target as a whole, not only
+// function by function: GCC lays out a struct wrapping a vector (the lanes' value
+// types) by the options in force where the struct is defined, and a layout made
+// without this instruction set is passed between functions in a way they disagree
+// on as soon as one of them is not inlined (as in a sanitizer build). cells.h's only
+// include comes first, outside the target.
 #include <cmath>
 #if defined(__clang__)
 #pragma clang attribute push(__attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,avx2,fma"))), apply_to = function)
@@ -20,11 +25,6 @@
 #pragma GCC target("avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")
 #endif
 #include "rnnkit/cells.h"
-#if defined(__clang__)
-#pragma clang attribute pop
-#else
-#pragma GCC pop_options
-#endif
 
 #if defined(__GNUC__) && !defined(__clang__)
 // GCC 12 warns about the deliberately undefined operand inside some AVX-512
@@ -129,17 +129,6 @@ RNNKIT_TARGET static inline DVec dpositive(DVec y) {
   return _mm512_maskz_mov_pd(_mm512_cmp_pd_mask(y, dzero(), _CMP_GT_OQ), dset(1.0));
 }
 
-// Under the target as a whole, not only function by function: GCC lays out a
-// struct wrapping a vector (the lanes' value types) by the options in force
-// where the struct is defined, and a layout made without this instruction set
-// passes it between functions in a way the target functions disagree on as soon
-// as one of them is not inlined (as in a sanitizer build).
-#if defined(__clang__)
-#pragma clang attribute push(__attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,avx2,fma"))), apply_to = function)
-#else
-#pragma GCC push_options
-#pragma GCC target("avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")
-#endif
 #include "fast_kernels_impl.h"
 #if defined(__clang__)
 #pragma clang attribute pop

@@ -1,4 +1,5 @@
-// Vectors of doubles for the cell passes (cell_kernels_impl.h), included by
+// Vectors of doubles for the float64 kernels (the layer kernels of fast_kernels_impl.h
+// and the cell passes of cell_kernels_impl.h), included by
 // fast_kernels_impl.h inside one instruction set's namespace after that set's double
 // primitives (DVec, DW, dldn, ...): exp and tanh to double precision, and the value type
 // and math policy that rnnkit/cells.h asks for. (at::vec, compiled for any x86 CPU in this

@@ -369,8 +369,9 @@ RNNKIT_TARGET void lstm_project(const LstmProjectArgsOf<typename L::T>& a, int64
 // ------------------------------------------------------------------ backward
 // The product of the previous iteration's gate gradients with the block's columns
 // of W_hh, added into dh, then the backward cell math of cells.h: the frame is
-// the same for the three cells (backward_block); each supplies its K, the stride
-// of its gate gradients and its pointwise pass of one unit vector.
+// the same for the three cells (backward_block, which also handles padded steps);
+// each supplies its K, the stride of its gate gradients and its pointwise pass of
+// one unit vector of a real step.
 
 // dh[b] += tile rows for the sequences for which step t_prev was real, for the
 // vectors of units [j0, j0 + NV*w) of a row block.
@@ -394,14 +395,25 @@ RNNKIT_TARGET static inline void add_product(const typename L::T* tile, int64_t 
   }
 }
 
+// The step a sequence of length `length` ran just before real step t, or -1 when t
+// was its first (its h_{t-1} and c_{t-1} are h0 and c0).
+RNNKIT_TARGET static inline int64_t previous_step(bool reverse, int64_t t, int64_t length) {
+  if (reverse) return t + 1 >= length ? -1 : t + 1;
+  return t - 1;
+}
+
 // One block of kPlainVectors vectors of units: for each row block, dh += the
-// product of the gate gradients of step t_prev ([T, B, ld] from `dg`, K columns)
-// with the block's panel, then unit(b, j, n) for each real... sequence of step t
-// (unit handles the padding itself) and each unit vector j of the block.
+// product of the gate gradients of step t_prev ([T, B, ld] in `dg`, its first K
+// columns) with the block's panel; then, for each sequence of step t and each unit
+// vector j of the block, zeros in the ld / H gradient vectors of a padded step
+// (dh, and an LSTM's dc, pass through), or unit(b, j, n, dh_j) for a real one,
+// dh_j being the gradient of h_t (dh plus the output's), which the unit turns into
+// the step's gate gradients and the part of dh that does not go through W_hh.
 template <typename L, typename Unit>
 RNNKIT_TARGET static inline void backward_block(int64_t B, int64_t H, int64_t K,
-                                                const typename L::T* dg, int64_t ld,
+                                                typename L::T* dg, int64_t ld,
                                                 const typename L::T* packed,
+                                                const GradOutOf<typename L::T>& grad_out,
                                                 const int64_t* len, typename L::T* dh,
                                                 int64_t t_prev, int64_t t, int64_t block,
                                                 const Unit& unit) {
@@ -421,11 +433,18 @@ RNNKIT_TARGET static inline void backward_block(int64_t B, int64_t H, int64_t K,
     }
     if (t < 0) continue;
     for (int i = 0; i < m; ++i) {
+      const int64_t b = b0 + i;
       for (int v = 0; v < NV; ++v) {
         const int64_t j = j0 + v * w;
         const int n = L::valid_at(H, j);
         if (n == 0) break;
-        unit(b0 + i, j, n);
+        if (t >= len[b]) {
+          T* padded = dg + (t * B + b) * ld + j;
+          for (int64_t g = 0; g < ld / H; ++g) zero_n<L>(padded + g * H, n);
+          continue;
+        }
+        const T* dh_b = dh + b * H + j;
+        unit(b, j, n, L::load(dh_b, n) + load_grad<L>(grad_out, t, b, j, n));
       }
     }
   }
@@ -436,23 +455,16 @@ template <typename L>
 struct LstmBackwardUnit {
   const LstmBackwardArgsOf<typename L::T>& a;
   int64_t t;
-  RNNKIT_TARGET void operator()(int64_t b, int64_t j, int n) const {
+  RNNKIT_TARGET void operator()(int64_t b, int64_t j, int n, typename L::V dhj) const {
     using T = typename L::T;
     using V = typename L::V;
     const int64_t B = a.B, H = a.H;
-    const int64_t row = t * B + b, length = a.len[b];
+    const int64_t row = t * B + b, prev = previous_step(a.reverse, t, a.len[b]);
     T* dg = a.dgates + row * 4 * H;
-    if (t >= length) {  // padded: no gradient, dh and dc pass through
-      for (int k = 0; k < 4; ++k) zero_n<L>(dg + k * H + j, n);
-      return;
-    }
     const T* res = a.reserve + row * 5 * H;
-    const bool first = a.reverse ? t + 1 >= length : t == 0;
-    const T* c_prev = first ? a.c0 + b * H
-                            : a.reserve + ((a.reverse ? t + 1 : t - 1) * B + b) * 5 * H + 4 * H;
+    const T* c_prev = prev < 0 ? a.c0 + b * H : a.reserve + (prev * B + b) * 5 * H + 4 * H;
     T* dh = a.dh + b * H + j;
     T* dc = a.dc + b * H + j;
-    const V dhj = L::load(dh, n) + load_grad<L>(a.grad_out, t, b, j, n);
     const auto d = ::rnnkit::cells::lstm_backward<V, typename L::M>(
         dhj, L::load(dc, n), L::load(res + j, n), L::load(res + H + j, n),
         L::load(res + 2 * H + j, n), L::load(res + 3 * H + j, n), L::load(res + 4 * H + j, n),
@@ -469,8 +481,8 @@ struct LstmBackwardUnit {
 template <typename L>
 RNNKIT_TARGET void lstm_backward(const LstmBackwardArgsOf<typename L::T>& a, int64_t t_prev,
                                  int64_t t, int64_t block) {
-  backward_block<L>(a.B, a.H, 4 * a.H, a.dgates, 4 * a.H, a.packed, a.len, a.dh, t_prev, t,
-                    block, LstmBackwardUnit<L>{a, t});
+  backward_block<L>(a.B, a.H, 4 * a.H, a.dgates, 4 * a.H, a.packed, a.grad_out, a.len, a.dh,
+                    t_prev, t, block, LstmBackwardUnit<L>{a, t});
 }
 
 // The pointwise pass of gru_backward for one unit vector j (n valid) of sequence b.
@@ -478,21 +490,15 @@ template <typename L>
 struct GruBackwardUnit {
   const GruBackwardArgsOf<typename L::T>& a;
   int64_t t;
-  RNNKIT_TARGET void operator()(int64_t b, int64_t j, int n) const {
+  RNNKIT_TARGET void operator()(int64_t b, int64_t j, int n, typename L::V dhj) const {
     using T = typename L::T;
     using V = typename L::V;
     const int64_t B = a.B, H = a.H;
-    const int64_t row = t * B + b, length = a.len[b];
+    const int64_t row = t * B + b, prev = previous_step(a.reverse, t, a.len[b]);
     T* dg = a.dgates + row * 4 * H;
-    if (t >= length) {
-      for (int k = 0; k < 4; ++k) zero_n<L>(dg + k * H + j, n);
-      return;
-    }
     const T* res = a.reserve + row * 4 * H;
-    const bool first = a.reverse ? t + 1 >= length : t == 0;
-    const T* h_prev = first ? a.h0 + b * H : a.out + ((a.reverse ? t + 1 : t - 1) * B + b) * H;
+    const T* h_prev = prev < 0 ? a.h0 + b * H : a.out + (prev * B + b) * H;
     T* dh = a.dh + b * H + j;
-    const V dhj = L::load(dh, n) + load_grad<L>(a.grad_out, t, b, j, n);
     const auto d = ::rnnkit::cells::gru_backward<V, typename L::M>(
         dhj, L::load(res + j, n), L::load(res + H + j, n), L::load(res + 2 * H + j, n),
         L::load(res + 3 * H + j, n), L::load(h_prev + j, n));
@@ -508,8 +514,8 @@ template <typename L>
 RNNKIT_TARGET void gru_backward(const GruBackwardArgsOf<typename L::T>& a, int64_t t_prev,
                                 int64_t t, int64_t block) {
   // K = 3H: the gradients of r, z and hn, the first three of each row of four.
-  backward_block<L>(a.B, a.H, 3 * a.H, a.dgates, 4 * a.H, a.packed, a.len, a.dh, t_prev, t,
-                    block, GruBackwardUnit<L>{a, t});
+  backward_block<L>(a.B, a.H, 3 * a.H, a.dgates, 4 * a.H, a.packed, a.grad_out, a.len, a.dh,
+                    t_prev, t, block, GruBackwardUnit<L>{a, t});
 }
 
 // The pointwise pass of rnn_backward for one unit vector j (n valid) of sequence b.
@@ -517,29 +523,20 @@ template <typename L>
 struct RnnBackwardUnit {
   const RnnBackwardArgsOf<typename L::T>& a;
   int64_t t;
-  RNNKIT_TARGET void operator()(int64_t b, int64_t j, int n) const {
-    using T = typename L::T;
+  RNNKIT_TARGET void operator()(int64_t b, int64_t j, int n, typename L::V dhj) const {
     using V = typename L::V;
-    const int64_t B = a.B, H = a.H;
-    const int64_t row = t * B + b;
-    T* d = a.dpre + row * H + j;
-    if (t >= a.len[b]) {
-      zero_n<L>(d, n);
-      return;
-    }
-    T* dh = a.dh + b * H + j;
-    const V dhj = L::load(dh, n) + load_grad<L>(a.grad_out, t, b, j, n);
-    L::store(d, ::rnnkit::cells::rnn_backward<V, typename L::M>(
-                    dhj, L::load(a.out + row * H + j, n), a.relu), n);
-    zero_n<L>(dh, n);
+    const int64_t row = t * a.B + b;
+    L::store(a.dpre + row * a.H + j, ::rnnkit::cells::rnn_backward<V, typename L::M>(
+                                         dhj, L::load(a.out + row * a.H + j, n), a.relu), n);
+    zero_n<L>(a.dh + b * a.H + j, n);
   }
 };
 
 template <typename L>
 RNNKIT_TARGET void rnn_backward(const RnnBackwardArgsOf<typename L::T>& a, int64_t t_prev,
                                 int64_t t, int64_t block) {
-  backward_block<L>(a.B, a.H, a.H, a.dpre, a.H, a.packed, a.len, a.dh, t_prev, t, block,
-                    RnnBackwardUnit<L>{a, t});
+  backward_block<L>(a.B, a.H, a.H, a.dpre, a.H, a.packed, a.grad_out, a.len, a.dh, t_prev, t,
+                    block, RnnBackwardUnit<L>{a, t});
 }
 
 // ------------------------------------------------------------------ projection

@@ -7,10 +7,20 @@
     model = rnnkit.convert(model)                  # swap every torch.nn RNN/LSTM/GRU in a model
 """
 
+import warnings as _warnings
+
+import torch as _torch
+
 from rnnkit import functional, ops
 from rnnkit.modules import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNBase, RNNCell
 # The function takes the name of its module: rnnkit.convert is the function.
 from rnnkit.convert import convert
+
+# The argument checks compare sizes, which torch.jit.trace (and so torch.onnx.export with
+# dynamo=False) records as tensors, warning that the trace may not generalise. They check
+# the traced example and have no place in the graph: as torch does for its own modules,
+# rnnkit's tracer warnings are not shown.
+_warnings.filterwarnings("ignore", category=_torch.jit.TracerWarning, module="rnnkit")
 
 __version__ = "0.1.0"
 

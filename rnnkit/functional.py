@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from rnnkit import ops
+from rnnkit import onnx_export, ops
 
 __all__ = ["rnn", "gru", "lstm"]
 
@@ -37,13 +37,21 @@ def _check_lengths(lengths: Tensor | None, input: Tensor) -> Tensor | None:
 
 
 def _run_stack(layer_fn, input, states, weights, num_layers, per_layer, bidirectional,
-               dropout, training):
+               dropout, training, onnx_node):
     """Shared loop. `layer_fn(x, states_of_this_layer_direction, weights, reverse)` returns
-    (output, *final_states); `states` is a tuple of [L*D, B, *] tensors."""
+    (output, *final_states); `states` is a tuple of [L*D, B, *] tensors. Under
+    torch.onnx.export the stack becomes ONNX nodes instead: `onnx_node` is (ONNX op
+    type, bias, proj, activation, lengths), see rnnkit/onnx_export.py."""
     num_directions = 2 if bidirectional else 1
     expected = num_layers * num_directions * per_layer
     if len(weights) != expected:
         raise ValueError(f"expected {expected} weight tensors, got {len(weights)}")
+    if onnx_export.exporting():
+        op_type, bias, proj, activation, lengths = onnx_node
+        return onnx_export.stack(op_type, input, states, weights, num_layers=num_layers,
+                                 per_layer=per_layer, bias=bias, proj=proj,
+                                 bidirectional=bidirectional, dropout=dropout, training=training,
+                                 lengths=lengths, activation=activation)
     if num_layers == 1 and num_directions == 1:
         # The common case, and the one streaming (T=1) calls pay per step: no loop.
         out, *final = layer_fn(input, [s[0] for s in states], weights, False)
@@ -90,7 +98,8 @@ def rnn(input: Tensor, hx: Tensor, weights: Sequence[Tensor], *, num_layers: int
         return ops.rnn_layer(x, lengths, states[0], w_ih, w_hh, b_ih, b_hh, reverse, relu)
 
     output, (h_n,) = _run_stack(layer, input, (hx,), weights, num_layers, 2 + 2 * bias,
-                                bidirectional, dropout, training)
+                                bidirectional, dropout, training,
+                                ("RNN", bias, False, "Relu" if relu else "Tanh", lengths))
     return output, h_n
 
 
@@ -106,7 +115,8 @@ def gru(input: Tensor, hx: Tensor, weights: Sequence[Tensor], *, num_layers: int
         return ops.gru_layer(x, lengths, states[0], w_ih, w_hh, b_ih, b_hh, reverse)
 
     output, (h_n,) = _run_stack(layer, input, (hx,), weights, num_layers, 2 + 2 * bias,
-                                bidirectional, dropout, training)
+                                bidirectional, dropout, training,
+                                ("GRU", bias, False, "Tanh", lengths))
     return output, h_n
 
 
@@ -126,5 +136,6 @@ def lstm(input: Tensor, hx: tuple[Tensor, Tensor], weights: Sequence[Tensor], *,
                               reverse)
 
     output, (h_n, c_n) = _run_stack(layer, input, tuple(hx), weights, num_layers,
-                                    2 + 2 * bias + proj, bidirectional, dropout, training)
+                                    2 + 2 * bias + proj, bidirectional, dropout, training,
+                                    ("LSTM", bias, proj, "Tanh", lengths))
     return output, (h_n, c_n)

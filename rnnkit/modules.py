@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
-from rnnkit import functional, ops
+from rnnkit import functional, onnx_export, ops
 
 __all__ = ["RNNBase", "RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell"]
 
@@ -34,9 +34,10 @@ def _unpack(data: Tensor, batch_sizes: Tensor):
     return torch._pad_packed_sequence(data, batch_sizes, False, 0.0, batch_sizes.numel())
 
 
-def _repack(padded: Tensor, lengths: Tensor) -> Tensor:
-    """The inverse of _unpack: the packed rows of padded [T, B, ...] (lengths on the CPU)."""
-    return torch._pack_padded_sequence(padded, lengths, False)[0]
+def _repack(padded: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+    """The inverse of _unpack: (the packed rows of padded [T, B, ...], batch sizes), lengths
+    on the CPU."""
+    return torch._pack_padded_sequence(padded, lengths, False)
 
 
 def _check_devices(input: Tensor, weights, states) -> None:
@@ -96,23 +97,31 @@ class RNNBase(nn.RNNBase):
         raise NotImplementedError
 
     # ---- common pieces
-    def _weights(self):
-        # Brought up to date once per forward, at its start (as torch.nn does).
-        return self._flat_weights
-
-    def _update_flat_weights(self) -> None:
-        # torch.nn's check (has a weight been replaced since the last forward, as
-        # torch.func.functional_call does?) through getattr costs about 8 us per call, most
-        # of a short call's overhead; the registered parameters answer it directly.
+    def _current_weights(self) -> list:
+        """The flat weights for this forward: torch.nn's _flat_weights, brought up to date
+        (once per forward, at its start, as torch.nn does) if a weight has been replaced
+        since the last one, as torch.func.functional_call and torch.export do."""
+        # torch.nn's check through getattr costs about 8 us per call, most of a short
+        # call's overhead; the registered parameters answer it directly.
         params = self._parameters
         for name, weight in zip(self._flat_weights_names, self._flat_weights):
             current = params.get(name, _NOT_A_PARAMETER)
             if current is _NOT_A_PARAMETER:
                 # A parametrization or a plain attribute: torch.nn's own check.
-                return super()._update_flat_weights()
+                super()._update_flat_weights()
+                return self._flat_weights
             if current is not weight:
-                return self._init_flat_weights()
-        return None
+                if onnx_export.torch_exporting():
+                    # The tensors torch.export traces with, not kept: it warns of tensor
+                    # attributes assigned during export.
+                    return [getattr(self, n) if hasattr(self, n) else None
+                            for n in self._flat_weights_names]
+                self._init_flat_weights()
+                return self._flat_weights
+        return self._flat_weights
+
+    def _update_flat_weights(self) -> None:
+        self._current_weights()
 
     def _default_hx(self, input: Tensor, batch: int):
         layers = self.num_layers * (2 if self.bidirectional else 1)
@@ -123,7 +132,7 @@ class RNNBase(nn.RNNBase):
 
     def _compute(self, input, states, lengths):
         """Runs the stack on time-major input; handles devices and autocast."""
-        weights = self._weights()
+        weights = self._current_weights()
         _check_devices(input, weights, states)
         cast = _autocast_dtype(input.device.type, self.mode, states[0].dtype)
         if cast is None:
@@ -140,7 +149,14 @@ class RNNBase(nn.RNNBase):
         return output, states
 
     def _forward_packed(self, packed: PackedSequence, hx):
-        self._update_flat_weights()
+        if onnx_export.torch_exporting():
+            raise RuntimeError(
+                f"rnnkit.{type(self).__name__}: a PackedSequence input cannot be exported "
+                "with torch.export (nor torch.onnx.export's default exporter, which runs it): "
+                "packing has data-dependent shapes, for torch.nn's modules too. Give padded "
+                "input and the lengths to rnnkit.functional (lengths=...), or use "
+                "torch.onnx.export(..., dynamo=False), which turns packing into the ONNX "
+                "node's sequence_lens")
         data, batch_sizes, sorted_indices, unsorted_indices = packed
         if hx is None:
             hx = self._default_hx(data, int(batch_sizes[0]))
@@ -152,12 +168,15 @@ class RNNBase(nn.RNNBase):
             hx = self.permute_hidden(hx, sorted_indices)
         padded, lengths = _unpack(data, batch_sizes)
         output, states = self._compute(padded, self._states(hx), lengths.to(data.device))
-        out = PackedSequence(_repack(output, lengths), batch_sizes, sorted_indices,
-                             unsorted_indices)
+        out_data, out_batch_sizes = _repack(output, lengths)
+        if not onnx_export.exporting():
+            out_batch_sizes = batch_sizes  # the same tensor, as torch.nn returns
+        # (Under torch.onnx.export, the repacking's own batch sizes let the exporter pair
+        # each unpacking with its packing and drop both: the ONNX node takes the lengths.)
+        out = PackedSequence(out_data, out_batch_sizes, sorted_indices, unsorted_indices)
         return out, self.permute_hidden(self._pack_states(states), unsorted_indices)
 
     def _forward_tensor(self, input: Tensor, hx, is_batched: bool):
-        self._update_flat_weights()
         batch_dim = 0 if self.batch_first else 1
         if not is_batched:
             input = input.unsqueeze(batch_dim)

@@ -18,7 +18,7 @@ import warnings
 import torch
 from torch import Tensor
 
-from rnnkit import _extension, batching, reference
+from rnnkit import _extension, batching, onnx_export, reference
 
 __all__ = ["rnn_layer", "gru_layer", "lstm_layer", "rnn_cell", "gru_cell", "lstm_cell",
            "kernel_policy", "enable_cuda_kernels", "record_paths"]
@@ -116,6 +116,10 @@ def _functorch_allows_kernels() -> bool:
 
 
 def _use_compiled(op: str, device_type: str) -> bool:
+    if onnx_export.exporting():
+        # The reference's standard ops are what ONNX gets (the layers do not come here:
+        # rnnkit.functional gives them to rnnkit/onnx_export.py, as ONNX's own nodes).
+        return False
     if torch.compiler.is_compiling():
         return _fallback_reason_when_compiling(op, device_type) == ""
     reason = _cached_reason(op, device_type)

@@ -5,6 +5,8 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -26,3 +28,16 @@ def test_char_lm_trains_both_ways_to_the_same_losses(tmp_path):
     except ImportError:
         return
     assert plot.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_export_onnx_runs_the_exported_files_in_onnxruntime(tmp_path):
+    pytest.importorskip("onnxruntime")  # the optional extra rnnkit[export]; CI installs it
+    pytest.importorskip("onnxscript")
+    done = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "examples", "export_onnx.py"),
+         "--out", str(tmp_path / "tagger"), "--hidden", "8"],
+        capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    for exporter in ("default exporter", "TorchScript exporter"):
+        line = re.search(f"{exporter}: .*", done.stdout).group(0)
+        assert "LSTM nodes 2, GRU nodes 1" in line and line.endswith(" ok"), line

@@ -126,6 +126,18 @@ def test_level_edges(level, cell, dtype):
 
 
 @pytest.mark.parametrize("cell", CELLS)
+def test_kept_pack_memory_is_reused_across_sizes(level, cell):
+    # Packs of 1 MiB and more go into memory the thread keeps between calls (kept_memory in
+    # fast_path.cpp): calls that grow it, reuse part of it, and alternate forward and
+    # backward packs and the input chunk must each see their own, freshly written data.
+    seed = _fresh_seed()
+    rng = random.Random(seed)
+    torch.manual_seed(seed)
+    for H, I, B in ((540, 530, 3), (700, 520, 2), (520, 720, 5), (540, 530, 3)):
+        _check(_case(cell, rng, H=H, I=I, B=B, T=3, dtype=torch.float32), seed)
+
+
+@pytest.mark.parametrize("cell", CELLS)
 def test_half_precision_runs_in_float(level, cell):
     seed = _fresh_seed()
     rng = random.Random(seed)

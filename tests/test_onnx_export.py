@@ -31,7 +31,7 @@ CONFIGS = [
     ("LSTM", dict(num_layers=2, bidirectional=True)),
     ("LSTM", dict(batch_first=True, bias=False)),
     ("LSTM", dict(proj_size=3, num_layers=2)),
-    ("LSTM", dict(proj_size=2, bidirectional=True, batch_first=True)),
+    ("LSTM", dict(proj_size=2, bidirectional=True, batch_first=True, bias=False)),
     ("GRU", dict(num_layers=2, bidirectional=True)),
     ("GRU", dict(batch_first=True, bias=False)),
     ("RNN", dict(nonlinearity="relu", bidirectional=True)),

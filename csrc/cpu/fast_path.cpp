@@ -182,14 +182,35 @@ void transpose(const T* src, int64_t ss, int64_t ks, T* dst, int64_t ds, int64_t
   }
 }
 
+// Memory for `n` elements of a buffer that lives for one layer call. Fresh memory of a
+// large buffer costs the kernel a page fault and a zeroing per 4 KiB page at first
+// touch (an LSTM's 64 MB of packed float64 weights: 16K faults, a third of a T=10
+// forward on Zen 5; asking for huge pages was slower still there). So the calling
+// thread keeps the memory of its last large buffer of each kind and reuses it; small
+// buffers come from the allocator, as does one past kMaxKeptBytes (kept memory is not
+// returned until the thread ends).
+template <typename T>
+at::Tensor kept_memory(int64_t n, Pack kind) {
+  constexpr int64_t kMinKeptBytes = int64_t{1} << 20, kMaxKeptBytes = int64_t{1} << 30;
+  const int64_t bytes = n * static_cast<int64_t>(sizeof(T));
+  if (bytes < kMinKeptBytes || bytes > kMaxKeptBytes) return empty_of<T>(n);
+  thread_local at::Tensor kept[static_cast<int>(Pack::kCount)];
+  at::Tensor& memory = kept[static_cast<int>(kind)];
+  if (!memory.defined() || memory.nbytes() < static_cast<size_t>(bytes)) {
+    memory = at::Tensor();  // the old block goes back before the new one is taken
+    memory = at::empty({bytes}, at::TensorOptions().dtype(at::kByte));
+  }
+  return memory.narrow(0, 0, bytes).view(c10::CppTypeToScalarType<T>::value);
+}
+
 }  // namespace
 
 template <typename T>
 at::Tensor pack_panels(const T* src, int64_t gates, int64_t H, int64_t K, int64_t gate_stride,
-                       int64_t unit_stride, int64_t k_stride, int64_t U) {
+                       int64_t unit_stride, int64_t k_stride, int64_t U, Pack kind) {
   const int64_t blocks = ceil_div(H, U);
   const int64_t panel = K * gates * U;
-  at::Tensor packed = empty_of<T>(std::max<int64_t>(1, blocks * panel));
+  at::Tensor packed = kept_memory<T>(std::max<int64_t>(1, blocks * panel), kind);
   T* dst = packed.mutable_data_ptr<T>();
   // Small packs stay on one thread (a parallel region costs more than they do).
   const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 18) / std::max<int64_t>(1, panel));
@@ -222,9 +243,9 @@ at::Tensor pack_panels(const T* src, int64_t gates, int64_t H, int64_t K, int64_
 }
 
 template at::Tensor pack_panels<float>(const float*, int64_t, int64_t, int64_t, int64_t, int64_t,
-                                       int64_t, int64_t);
+                                       int64_t, int64_t, Pack);
 template at::Tensor pack_panels<double>(const double*, int64_t, int64_t, int64_t, int64_t,
-                                        int64_t, int64_t, int64_t);
+                                        int64_t, int64_t, int64_t, Pack);
 
 // ---------------------------------------------------------------- forward
 
@@ -279,10 +300,11 @@ void run_forward(const LayerKernels<T>& k, int64_t T_, int64_t B, int64_t H, int
                  const T* bias, const T* w_hh, T* h, Args a, Kernel kernel,
                  const ProjectionPhase<T>* projected = nullptr) {
   const int64_t blocks = ceil_div(H, U);
-  const at::Tensor packed = pack_panels(w_hh, gates, H, K, H * K, K, 1, U);
-  const at::Tensor packed_ih = pack_panels(w_ih, gates, H, I, H * I, I, 1, U);
+  const at::Tensor packed = pack_panels(w_hh, gates, H, K, H * K, K, 1, U, Pack::kRecurrent);
+  const at::Tensor packed_ih = pack_panels(w_ih, gates, H, I, H * I, I, 1, U, Pack::kInput);
   const int64_t C = InputChunks<T>::steps_per_chunk(T_, B);
-  const at::Tensor chunk = empty_of<T>(std::max<int64_t>(1, C * B * gates * H));
+  const at::Tensor chunk =
+      kept_memory<T>(std::max<int64_t>(1, C * B * gates * H), Pack::kInputChunk);
   const InputChunks<T> in{T_, B, C, reverse,
                           ProjectionArgsOf<T>{gates * H, I, H, static_cast<int>(gates),
                                               packed_ih.const_data_ptr<T>(), x, bias,
@@ -330,7 +352,7 @@ void lstm_forward(const Kernels& k, int64_t T_, int64_t B, int64_t H, int64_t P,
   }
   // W_hr [P, H] in plain panels (its rows are the units of the projection).
   const int64_t U = kPlainVectors * lanes<T>(k);
-  const at::Tensor packed_hr = pack_panels(w_hr, 1, P, H, 0, H, 1, U);
+  const at::Tensor packed_hr = pack_panels(w_hr, 1, P, H, 0, H, 1, U, Pack::kProjection);
   // Zeroed: the projection's product also reads the rows of padded steps (and
   // discards them), which the gate kernel does not write.
   const at::Tensor h_full = empty_of<T>(std::max<int64_t>(1, B * H)).zero_();
@@ -399,7 +421,7 @@ void lstm_backward(const Kernels& k, int64_t T_, int64_t B, int64_t H, bool reve
   const int64_t U = kPlainVectors * lanes<T>(k);
   const int64_t blocks = ceil_div(H, U);
   // W_hh is [4H, H]: the product dgates · W_hh reads it by columns.
-  const at::Tensor packed = pack_panels(w_hh, 1, H, 4 * H, 0, 1, H, U);
+  const at::Tensor packed = pack_panels(w_hh, 1, H, 4 * H, 0, 1, H, U, Pack::kBackward);
   const LstmBackwardArgsOf<T> a{T_, B,  H,   reverse, packed.const_data_ptr<T>(),
                                 grad_out, reserve, c0, len, dh, dc, dgates};
   const auto kernel = layer<T>(k).lstm_backward;
@@ -413,7 +435,7 @@ void gru_backward(const Kernels& k, int64_t T_, int64_t B, int64_t H, bool rever
                   const T* out, const T* h0, const T* w_hh, T* dh, T* dgates) {
   const int64_t U = kPlainVectors * lanes<T>(k);
   const int64_t blocks = ceil_div(H, U);
-  const at::Tensor packed = pack_panels(w_hh, 1, H, 3 * H, 0, 1, H, U);
+  const at::Tensor packed = pack_panels(w_hh, 1, H, 3 * H, 0, 1, H, U, Pack::kBackward);
   const GruBackwardArgsOf<T> a{T_, B,  H,  reverse, packed.const_data_ptr<T>(), grad_out,
                                reserve, out, h0, len, dh,      dgates};
   const auto kernel = layer<T>(k).gru_backward;
@@ -427,7 +449,7 @@ void rnn_backward(const Kernels& k, int64_t T_, int64_t B, int64_t H, bool rever
                   const T* w_hh, T* dh, T* dpre) {
   const int64_t U = kPlainVectors * lanes<T>(k);
   const int64_t blocks = ceil_div(H, U);
-  const at::Tensor packed = pack_panels(w_hh, 1, H, H, 0, 1, H, U);
+  const at::Tensor packed = pack_panels(w_hh, 1, H, H, 0, 1, H, U, Pack::kBackward);
   const RnnBackwardArgsOf<T> a{B, H, relu, packed.const_data_ptr<T>(), grad_out, out, len, dh,
                                dpre};
   const auto kernel = layer<T>(k).rnn_backward;

@@ -64,11 +64,18 @@ inline int64_t workers_for(int64_t blocks, int64_t step_flops) {
   return std::max<int64_t>(1, std::min<int64_t>(threads, blocks));
 }
 
+// What a large buffer of a layer call holds (the packed weights of each kind, the
+// input projection's chunk), so that each has its own kept memory (kept_memory in
+// fast_path.cpp).
+enum class Pack : int { kRecurrent, kInput, kProjection, kBackward, kInputChunk, kCount };
+
 // Panels of U units for `gates` gates (fast_kernels.h): element (g, j, k) of the
-// source is src[g*gate_stride + j*unit_stride + k*k_stride], for units j < H.
+// source is src[g*gate_stride + j*unit_stride + k*k_stride], for units j < H. A large
+// pack is written into memory that the calling thread keeps for the next call's pack
+// of the same kind: valid until then, so for the duration of the call.
 template <typename T>
 at::Tensor pack_panels(const T* src, int64_t gates, int64_t H, int64_t K, int64_t gate_stride,
-                       int64_t unit_stride, int64_t k_stride, int64_t U);
+                       int64_t unit_stride, int64_t k_stride, int64_t U, Pack kind);
 
 // Calls fn(it, block) for it = 0..iters-1 and every block, all blocks of an
 // iteration finishing before any block of the next one starts. Even and odd

@@ -157,3 +157,22 @@ def test_cpu_sweep_samples_and_writes_its_results(tmp_path, capsys):
     text = out.read_text()
     assert "minimum ratio" in text and "geometric mean" in text
     assert text.count("\n| ") == 3 + 1  # the header and a row per case
+
+
+def test_short_sequences_prints_a_row_per_case(capsys):
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "benchmarks"))
+    try:
+        import short_sequences
+    finally:
+        sys.path.pop(0)
+    short_sequences.main(["--cells", "GRU,LSTM", "--dtypes", "float64", "--steps", "2",
+                          "--batches", "1", "--hidden", "8,1024", "--rounds", "1",
+                          "--threads", "1", "--faults"])
+    rows = [line for line in capsys.readouterr().out.splitlines()
+            if line.startswith(("| GRU", "| LSTM"))]
+    assert len(rows) == 4
+    for row in rows:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert float(cells[4]) > 0 and float(cells[5]) > 0 and float(cells[6]) > 0
+        if cells[3] == "1024":  # 24-32 MB packs: their memory is kept, no fault per call
+            assert float(cells[7]) < 100, row

@@ -158,15 +158,17 @@ class RNNBase(nn.RNNBase):
                 "torch.onnx.export(..., dynamo=False), which turns packing into the ONNX "
                 "node's sequence_lens")
         data, batch_sizes, sorted_indices, unsorted_indices = packed
+        padded, lengths = _unpack(data, batch_sizes)
         if hx is None:
-            hx = self._default_hx(data, int(batch_sizes[0]))
+            # The batch from the padded input (batch_sizes[0]): a size that a trace
+            # records as one, where int(batch_sizes[0]) would be a constant.
+            hx = self._default_hx(data, padded.size(1))
             self.check_forward_args(data, hx, batch_sizes)
         else:
             # Checked before the permutation, which would otherwise fail first on a
             # wrong batch size with a less helpful message.
             self.check_forward_args(data, hx, batch_sizes)
             hx = self.permute_hidden(hx, sorted_indices)
-        padded, lengths = _unpack(data, batch_sizes)
         output, states = self._compute(padded, self._states(hx), lengths.to(data.device))
         out_data, out_batch_sizes = _repack(output, lengths)
         if not onnx_export.exporting():

@@ -55,7 +55,11 @@ try:
     from torch.onnx._internal.torchscript_exporter._globals import GLOBALS as _script_globals
 
     def _exporting() -> bool:
-        return _script_globals.in_onnx_export or _dynamo_flags._is_onnx_exporting
+        # The TorchScript exporter's flag is process-wide, its trace this thread's: another
+        # thread running a model meanwhile is not exporting. (The default exporter's flag
+        # has no such per-thread companion: README, "Deploying".)
+        return ((_script_globals.in_onnx_export and torch._C._get_tracing_state() is not None)
+                or _dynamo_flags._is_onnx_exporting)
 except ImportError:  # another torch's layout: the public function
     def _exporting() -> bool:
         return torch.onnx.is_in_onnx_export()

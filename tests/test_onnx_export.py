@@ -69,10 +69,10 @@ class PackedFlat(nn.Module):
         super().__init__()
         self.module = module
 
-    def forward(self, x, lengths, h0, c0=None):
+    def forward(self, x, lengths, h0=None, c0=None):
         packed = pack_padded_sequence(x, lengths, batch_first=self.module.batch_first,
                                       enforce_sorted=False)
-        out, h = self.module(packed, _hx(h0, c0))
+        out, h = self.module(packed, None if h0 is None else _hx(h0, c0))
         y, _ = pad_packed_sequence(out, batch_first=self.module.batch_first,
                                    total_length=x.shape[1 if self.module.batch_first else 0])
         return (y, *flatten(h))
@@ -147,13 +147,14 @@ def test_module_exports_as_onnx_nodes_that_match_torch(config, with_states, dyna
         _assert_outputs(_run(session, names, (x, *states)), expected)
 
 
+@pytest.mark.parametrize("with_states", [True, False], ids=["hx", "no-hx"])
 @pytest.mark.parametrize("config", [
     ("LSTM", dict(bidirectional=True)),
     ("LSTM", dict(proj_size=2, bidirectional=True, num_layers=2, batch_first=True)),
     ("GRU", dict(num_layers=2, bidirectional=True, batch_first=True)),
     ("RNN", dict(bidirectional=True, bias=False)),
 ], ids=_config_id)
-def test_packed_input_exports_with_sequence_lens(config, tmp_path):
+def test_packed_input_exports_with_sequence_lens(config, with_states, tmp_path):
     # The TorchScript exporter: torch.export cannot trace packing (see the next test).
     name, kwargs = config
     ref, ours = make_pair(name, **_sizes(), **kwargs)
@@ -161,7 +162,7 @@ def test_packed_input_exports_with_sequence_lens(config, tmp_path):
     batch = random.randint(2, 4)
     x = random_input(ours, steps=5, batch=batch)
     lengths = torch.randint(1, 6, (batch,))
-    states = random_states(ours, batch)
+    states = random_states(ours, batch) if with_states else []
     names = ["x", "lengths"] + ["h0", "c0"][:len(states)]
     dims = {"x": _time_batch_axes(ours), "lengths": {0: "batch"},
             **{n: {1: "batch"} for n in names[2:]}}
@@ -174,7 +175,7 @@ def test_packed_input_exports_with_sequence_lens(config, tmp_path):
     x = random_input(ours, steps, batch)
     lengths = torch.randint(1, steps + 1, (batch,))
     lengths[0] = steps  # pad_packed_sequence pads to the longest; total_length to steps
-    states = random_states(ours, batch)
+    states = random_states(ours, batch) if with_states else []
     with torch.no_grad():
         expected = list(PackedFlat(ref)(x, lengths, *states))
     _assert_outputs(_run(session, names, (x, lengths, *states)), expected)

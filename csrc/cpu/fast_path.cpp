@@ -184,7 +184,7 @@ void transpose(const T* src, int64_t ss, int64_t ks, T* dst, int64_t ds, int64_t
 
 // Memory for `n` elements of a buffer that lives for one layer call. Fresh memory of a
 // large buffer costs the kernel a page fault and a zeroing per 4 KiB page at first
-// touch (an LSTM's 64 MB of packed float64 weights: 16K faults, a third of a T=10
+// touch (an LSTM's 64 MB of packed float64 weights: 16K faults, half of a T=10
 // forward on Zen 5; asking for huge pages was slower still there). So the calling
 // thread keeps the memory of its last large buffer of each kind and reuses it; small
 // buffers come from the allocator, as does one past kMaxKeptBytes (kept memory is not

@@ -40,38 +40,44 @@ def _run_stack(layer_fn, input, states, weights, num_layers, per_layer, bidirect
                dropout, training, onnx_node):
     """Shared loop. `layer_fn(x, states_of_this_layer_direction, weights, reverse)` returns
     (output, *final_states); `states` is a tuple of [L*D, B, *] tensors. Under
-    torch.onnx.export the stack becomes ONNX nodes instead: `onnx_node` is (ONNX op
-    type, bias, proj, activation, lengths), see rnnkit/onnx_export.py."""
+    torch.onnx.export each layer becomes one ONNX node instead, both directions in it:
+    `onnx_node` is (ONNX op type, bias, proj, activation, lengths), see
+    rnnkit/onnx_export.py."""
     num_directions = 2 if bidirectional else 1
     expected = num_layers * num_directions * per_layer
     if len(weights) != expected:
         raise ValueError(f"expected {expected} weight tensors, got {len(weights)}")
-    if onnx_export.exporting():
-        op_type, bias, proj, activation, lengths = onnx_node
-        return onnx_export.stack(op_type, input, states, weights, num_layers=num_layers,
-                                 per_layer=per_layer, bias=bias, proj=proj,
-                                 bidirectional=bidirectional, dropout=dropout, training=training,
-                                 lengths=lengths, activation=activation)
-    if num_layers == 1 and num_directions == 1:
+    exporting = onnx_export.exporting()
+    if num_layers == 1 and num_directions == 1 and not exporting:
         # The common case, and the one streaming (T=1) calls pay per step: no loop.
         out, *final = layer_fn(input, [s[0] for s in states], weights, False)
         # Copies, not views (as torch.stack gives a stack): h_n.detach_() must work.
         return out, [torch.stack((f,)) for f in final]
     x = input
+    # Per state, each layer's final states: one [B, *] per direction, or when exporting
+    # one [D, B, *] per layer.
     finals: list[list[Tensor]] = [[] for _ in states]
     for layer in range(num_layers):
-        outputs = []
-        for direction in range(num_directions):
-            index = layer * num_directions + direction
-            w = weights[index * per_layer:(index + 1) * per_layer]
-            out, *final = layer_fn(x, [s[index] for s in states], w, direction == 1)
-            outputs.append(out)
+        first = layer * num_directions
+        w = [weights[(first + d) * per_layer:(first + d + 1) * per_layer]
+             for d in range(num_directions)]
+        if exporting:
+            x, final = onnx_export.layer(onnx_node, x,
+                                         [s[first:first + num_directions] for s in states], w)
             for collected, state in zip(finals, final):
                 collected.append(state)
-        x = outputs[0] if num_directions == 1 else torch.cat(outputs, dim=2)
+        else:
+            outputs = []
+            for d in range(num_directions):
+                out, *final = layer_fn(x, [s[first + d] for s in states], w[d], d == 1)
+                outputs.append(out)
+                for collected, state in zip(finals, final):
+                    collected.append(state)
+            x = outputs[0] if num_directions == 1 else torch.cat(outputs, dim=2)
         if dropout > 0 and training and layer < num_layers - 1:
             x = F.dropout(x, dropout, training=True)
-    return x, [torch.stack(collected) for collected in finals]
+    join = torch.cat if exporting else torch.stack
+    return x, [join(collected) for collected in finals]
 
 
 def _split(w: Sequence[Tensor], bias: bool, proj: bool):

@@ -1,7 +1,7 @@
 """The recurrent stack as ONNX's own LSTM, GRU and RNN operators, for torch.onnx.export.
 
 While torch.onnx.export runs (either exporter: the default one, through torch.export,
-or the TorchScript one, dynamo=False), rnnkit.functional hands its stack to `stack`
+or the TorchScript one, dynamo=False), rnnkit.functional hands each layer to `layer`
 here instead of the layer ops. Each layer becomes one ONNX node (both directions in
 one, as torch.nn's export gives), fed with torch.nn's weights rearranged into ONNX's
 layout by ordinary tensor ops:
@@ -31,10 +31,9 @@ and whose symbolic writes the node.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["exporting", "torch_exporting", "stack"]
+__all__ = ["exporting", "torch_exporting", "layer"]
 
 # ONNX's gate order as indices into torch.nn's.
 _GATE_ORDER = {"LSTM": (0, 3, 1, 2), "GRU": (1, 0, 2), "RNN": (0,)}
@@ -175,10 +174,12 @@ def _first_step_mask(input: Tensor, lengths: Tensor | None, reverse: bool) -> Te
     return first.expand(T, B).unsqueeze(2).to(input.dtype)
 
 
-def _layer(op_type: str, x: Tensor, states: list[Tensor], weights: list[list[Tensor]],
-           *, bias: bool, proj: bool, hidden_size: int, lengths: Tensor | None,
-           activation: str):
-    """One layer, one or both directions, as one node -> (output [T, B, D*P], finals)."""
+def layer(onnx_node, x: Tensor, states: list[Tensor], weights: list[list[Tensor]]):
+    """One layer, one or both directions (`weights` per direction), as one node ->
+    (output [T, B, D*P], [h_n [D, B, P], (c_n [D, B, H])]). `onnx_node` is what
+    rnnkit.functional knows of the layer: (ONNX op type, bias, proj, activation, lengths)."""
+    op_type, bias, proj, activation, lengths = onnx_node
+    hidden_size = weights[0][1].shape[0] // len(_GATE_ORDER[op_type])
     D = len(weights)
     direction = "bidirectional" if D == 2 else "forward"
     W, R, Bs = [], [], []
@@ -213,23 +214,3 @@ def _layer(op_type: str, x: Tensor, states: list[Tensor], weights: list[list[Ten
     output = y.permute(0, 2, 1, 3).reshape(T, B, D * y.shape[3])
     return output, [y_h] if y_c is None else [y_h, y_c]
 
-
-def stack(op_type: str, input: Tensor, states: tuple[Tensor, ...], weights, *, num_layers: int,
-          per_layer: int, bias: bool, bidirectional: bool, dropout: float, training: bool,
-          lengths: Tensor | None, proj: bool, activation: str):
-    """The whole stack as ONNX nodes -> (output [T, B, D*P], [h_n, (c_n)])."""
-    D = 2 if bidirectional else 1
-    hidden_size = weights[1].shape[0] // len(_GATE_ORDER[op_type])
-    x = input
-    finals: list[list[Tensor]] = [[] for _ in states]
-    for layer in range(num_layers):
-        first = layer * D
-        w = [weights[(first + d) * per_layer:(first + d + 1) * per_layer] for d in range(D)]
-        layer_states = [s[first:first + D] for s in states]
-        x, final = _layer(op_type, x, layer_states, w, bias=bias, proj=proj,
-                          hidden_size=hidden_size, lengths=lengths, activation=activation)
-        for collected, state in zip(finals, final):
-            collected.append(state)
-        if dropout > 0 and training and layer < num_layers - 1:
-            x = F.dropout(x, dropout, training=True)
-    return x, [torch.cat(collected) for collected in finals]

@@ -2,7 +2,8 @@
 (packing the weights, the memory the packs take) shows.
 
 For each cell, dtype, B and H: a forward (no_grad) with T steps of rnnkit against torch.nn
-holding the same weights, interleaved in one process, median of repeats, best of rounds;
+holding the same weights, interleaved in one process (rnnkit.bench.time_pair), median of
+repeats, best of rounds;
 ratio = torch.nn time / rnnkit time. With --faults, also the page faults per rnnkit call
 (resource.getrusage's minor faults), which fresh memory for the packs costs.
 
@@ -15,23 +16,14 @@ import argparse
 import itertools
 import resource
 import statistics
-import time
 
 import torch
 from torch import nn
 
 import rnnkit
+from rnnkit.bench import time_pair
 
 GATES = {"RNN": 1, "GRU": 3, "LSTM": 4}
-
-
-def _median_seconds(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def _faults_per_call(fn, calls: int = 5) -> float:
@@ -73,10 +65,10 @@ def main(argv=None) -> None:
         repeats = max(3, min(15, int(2e9 / flops)))
         best = {"torch": float("inf"), "rnnkit": float("inf")}
         with torch.no_grad():
-            theirs(x), ours(x)  # warm-up
             for _ in range(args.rounds):
-                best["torch"] = min(best["torch"], _median_seconds(lambda: theirs(x), repeats))
-                best["rnnkit"] = min(best["rnnkit"], _median_seconds(lambda: ours(x), repeats))
+                times = time_pair(lambda: theirs(x), lambda: ours(x), repeats=repeats)
+                for side, seconds in zip(("torch", "rnnkit"), times):
+                    best[side] = min(best[side], statistics.median(seconds))
             faults = _faults_per_call(lambda: ours(x)) if args.faults else None
         row = (f"| {cell} | {dtype} | {batch} | {hidden} | {best['torch'] * 1e3:.3f} | "
                f"{best['rnnkit'] * 1e3:.3f} | {best['torch'] / best['rnnkit']:.2f} |")

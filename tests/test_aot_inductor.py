@@ -18,7 +18,7 @@ from torch import nn
 
 import rnnkit
 from rnnkit import _extension
-from helpers import TOLERANCE, flatten
+from helpers import assert_close, flatten
 
 pytestmark = pytest.mark.skipif(not _extension.loaded(), reason="needs rnnkit._C")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -81,8 +81,8 @@ def _assert_matches(got, ref, x):
     with torch.no_grad():
         expected = flatten(ref(x))
     assert len(got) == len(expected)
-    for a, e in zip(got, expected):
-        torch.testing.assert_close(a.reshape(e.shape), e, **TOLERANCE[torch.float32])
+    for i, (a, e) in enumerate(zip(got, expected)):
+        assert_close(a.reshape(e.shape), e, what=f"output {i}")
 
 
 def test_aoti_package_runs_rnnkit_kernels_in_a_fresh_process(compiled, tmp_path):

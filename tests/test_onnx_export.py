@@ -16,7 +16,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import rnnkit
-from helpers import TOLERANCE, flatten, make_pair, random_input, random_states
+from helpers import assert_close, flatten, make_pair, random_input, random_states
 
 onnx = pytest.importorskip("onnx")  # the optional extra rnnkit[export]; CI installs it
 ort = pytest.importorskip("onnxruntime")
@@ -103,7 +103,7 @@ def _run(session, names, args):
 def _assert_outputs(actual, expected):
     assert len(actual) == len(expected)
     for i, (a, e) in enumerate(zip(actual, expected)):
-        torch.testing.assert_close(a, e, **TOLERANCE[torch.float32], msg=lambda m: f"output {i}: {m}")
+        assert_close(a, e, what=f"output {i}")
 
 
 def _assert_standard_nodes(graph, op_type: str | None, count: int):

@@ -5,6 +5,7 @@
     lstm.load_state_dict(torch_lstm.state_dict())  # same parameters
     output, (h_n, c_n) = lstm(x)                   # same outputs
     model = rnnkit.convert(model)                  # swap every torch.nn RNN/LSTM/GRU in a model
+    model = rnnkit.quantize(model)                 # int8 weights for CPU inference
 """
 
 import warnings as _warnings
@@ -15,6 +16,9 @@ from rnnkit import functional, ops
 from rnnkit.modules import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNBase, RNNCell
 # The function takes the name of its module: rnnkit.convert is the function.
 from rnnkit.convert import convert
+from rnnkit.quantize import quantize
+from rnnkit.quantized_modules import (QuantizedGRU, QuantizedGRUCell, QuantizedLSTM,
+                                      QuantizedLSTMCell, QuantizedRNN, QuantizedRNNCell)
 
 # The argument checks compare sizes, which torch.jit.trace (and so torch.onnx.export with
 # dynamo=False) records as tensors, warning that the trace may not generalise. They check
@@ -25,4 +29,5 @@ _warnings.filterwarnings("ignore", category=_torch.jit.TracerWarning, module="rn
 __version__ = "0.1.0"
 
 __all__ = ["RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell", "RNNBase", "convert",
-           "functional", "ops"]
+           "functional", "ops", "quantize", "QuantizedRNN", "QuantizedLSTM", "QuantizedGRU",
+           "QuantizedRNNCell", "QuantizedLSTMCell", "QuantizedGRUCell"]

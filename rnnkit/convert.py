@@ -94,6 +94,17 @@ def _expected_parameter_names(module: nn.Module) -> list[str]:
     return list(module._flat_weights_names)
 
 
+def carry_over(module: nn.Module, new: nn.Module) -> None:
+    """Gives `new` the hooks, the training flag and the user's own attributes of `module`."""
+    for name in _HOOK_DICTS:
+        if hasattr(module, name):
+            setattr(new, name, getattr(module, name))
+    for name, value in vars(module).items():
+        if name not in vars(new):  # attributes the user added
+            setattr(new, name, value)
+    new.train(module.training)
+
+
 def _swap(module: nn.Module, target: type) -> nn.Module:
     """A `target` module wearing `module`'s parameters, hooks, flags and attributes."""
     args, kwargs = _constructor_args(module)
@@ -108,18 +119,45 @@ def _swap(module: nn.Module, target: type) -> nn.Module:
         setattr(new, name, param)
     if isinstance(new, nn.RNNBase):
         new._init_flat_weights()  # _flat_weights and their weak references, all at once
-    for name in _HOOK_DICTS:
-        if hasattr(module, name):
-            setattr(new, name, getattr(module, name))
-    for name, value in vars(module).items():
-        if name not in vars(new):  # attributes the user added
-            setattr(new, name, value)
-    new.train(module.training)
+    carry_over(module, new)
     if target in _TORCH_CLASSES and isinstance(new, nn.RNNBase):
         # torch.nn on CUDA wants its weights in one cuDNN buffer; this re-points the
         # same Parameter objects at it (a no-op on CPU).
         new.flatten_parameters()
     return new
+
+
+def replace_modules(model: nn.Module, classes: tuple, replace, who: str, left: str):
+    """Replaces, in place, every module of `model` that is an instance of `classes` by
+    replace(module), which returns the new module or, for one it refuses, the reason.
+    A module reachable from several places is replaced once, everywhere; recurrent
+    modules are not searched further. -> (model or its replacement, the warnings
+    for the refused ones: "rnnkit.<who>: left <path> (<class>) <left>: <reason>")."""
+    done: dict[int, nn.Module] = {}  # id(old module) -> its replacement (or itself)
+    refused: list[str] = []
+
+    def visit(module: nn.Module, path: str) -> nn.Module:
+        if id(module) in done:
+            return done[id(module)]
+        result = module
+        if isinstance(module, classes):
+            new = replace(module)
+            if isinstance(new, str):
+                refused.append(f"rnnkit.{who}: left {path or 'the model'} "
+                               f"({type(module).__name__}) {left}: {new}")
+            else:
+                result = new
+        elif not _is_recurrent(module):
+            for name, child in list(module._modules.items()):
+                if child is not None:
+                    replacement = visit(child, f"{path}.{name}" if path else name)
+                    if replacement is not child:
+                        module._modules[name] = replacement
+        done[id(module)] = result
+        return result
+
+    with torch.no_grad():
+        return visit(model, ""), refused
 
 
 def convert(model: nn.Module, to: str = "rnnkit") -> nn.Module:
@@ -135,32 +173,12 @@ def convert(model: nn.Module, to: str = "rnnkit") -> nn.Module:
     if not isinstance(model, nn.Module):
         raise TypeError(f"convert expects an nn.Module, got {type(model).__name__}")
     table = _TARGETS[to]
-    done: dict[int, nn.Module] = {}  # id(old module) -> its replacement (or itself)
-    refused: list[str] = []
 
-    def visit(module: nn.Module, path: str) -> nn.Module:
-        if id(module) in done:
-            return done[id(module)]
-        result = module
-        if isinstance(module, tuple(table)):
-            # One of the classes to convert, or a subclass of one (which is refused).
-            reason = _unsupported_reason(module)
-            if reason is None:
-                result = _swap(module, table[type(module)])
-            else:
-                refused.append(f"rnnkit.convert: left {path or 'the model'} "
-                               f"({type(module).__name__}) unconverted: {reason}")
-        elif not _is_recurrent(module):
-            for name, child in list(module._modules.items()):
-                if child is not None:
-                    replacement = visit(child, f"{path}.{name}" if path else name)
-                    if replacement is not child:
-                        module._modules[name] = replacement
-        done[id(module)] = result
-        return result
+    def swap(module: nn.Module):
+        reason = _unsupported_reason(module)
+        return reason if reason is not None else _swap(module, table[type(module)])
 
-    with torch.no_grad():
-        result = visit(model, "")
+    result, refused = replace_modules(model, tuple(table), swap, "convert", "unconverted")
     for message in refused:
         warnings.warn(message, stacklevel=2)  # pointing at the caller of convert
     return result

@@ -176,3 +176,19 @@ def test_short_sequences_prints_a_row_per_case(capsys):
         assert float(cells[4]) > 0 and float(cells[5]) > 0 and float(cells[6]) > 0
         if cells[3] == "1024":  # 24-32 MB packs: their memory is kept, no fault per call
             assert float(cells[7]) < 100, row
+
+
+def test_quantized_compare_writes_a_row_per_case(tmp_path, capsys):
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "benchmarks"))
+    try:
+        import quantized_compare
+    finally:
+        sys.path.pop(0)
+    out = tmp_path / "q.md"
+    quantized_compare.main(["--modules", "LSTM,GRU", "--batches", "1", "--hidden", "16",
+                            "--steps", "3", "--budget", "0.01", "--out", str(out)])
+    rows = [line for line in out.read_text().splitlines() if line.startswith(("| GRU", "| LSTM"))]
+    assert len(rows) == 2
+    for row in rows:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert cells[1] == "3:1:16" and all(float(c) > 0 for c in cells[2:])

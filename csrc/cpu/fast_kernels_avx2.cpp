@@ -8,6 +8,7 @@
 // has it before it calls any of them.
 
 #include "fast_kernels.h"
+#include "quantized_kernels.h"
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 
@@ -147,7 +148,29 @@ RNNKIT_TARGET static inline DVec dpositive(DVec y) {
   return _mm256_and_pd(_mm256_cmp_pd(y, dzero(), _CMP_GT_OQ), dset(1.0));
 }
 
+// Integers, for the int8 kernels (quantized_kernels_impl.h).
+using IVec = __m256i;
+RNNKIT_TARGET static inline IVec izero() { return _mm256_setzero_si256(); }
+RNNKIT_TARGET static inline IVec iwiden(const int8_t* p) {
+  return _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+}
+RNNKIT_TARGET static inline IVec ipair(const int16_t* p) {
+  int32_t pair;
+  __builtin_memcpy(&pair, p, sizeof(pair));
+  return _mm256_set1_epi32(pair);
+}
+RNNKIT_TARGET static inline IVec idot(IVec a, IVec b, IVec c) {
+  return _mm256_add_epi32(c, _mm256_madd_epi16(a, b));
+}
+RNNKIT_TARGET static inline void ist(int32_t* p, IVec v) {
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), v);
+}
+RNNKIT_TARGET static inline Vec vitof(const int32_t* p) {
+  return _mm256_cvtepi32_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+}
+
 #include "fast_kernels_impl.h"
+#include "quantized_kernels_impl.h"
 #if defined(__clang__)
 #pragma clang attribute pop
 #else
@@ -157,6 +180,7 @@ RNNKIT_TARGET static inline DVec dpositive(DVec y) {
 }  // namespace avx2
 
 const Kernels* kernels_avx2() { return &avx2::kKernels; }
+const QuantizedKernels* quantized_kernels_avx2() { return &avx2::kQuantizedKernels; }
 
 }  // namespace fast
 }  // namespace cpu
@@ -168,6 +192,7 @@ namespace rnnkit {
 namespace cpu {
 namespace fast {
 const Kernels* kernels_avx2() { return nullptr; }
+const QuantizedKernels* quantized_kernels_avx2() { return nullptr; }
 }  // namespace fast
 }  // namespace cpu
 }  // namespace rnnkit

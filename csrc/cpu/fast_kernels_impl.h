@@ -66,24 +66,30 @@ RNNKIT_TARGET static inline Vec vtanh(Vec x) {
 
 // ------------------------------------------------------------------ microkernel
 
-// tile[m][c] = sum_k A[m*lda + k] * panel[k*PV*w + c] for m < M, c < NV*w (w: the
+// tile[m][c] = sum_k A[m*lda + k] * panel(k, c) for m < M, c < NV*w (w: the
 // lanes' width), the tile's rows PV*w elements apart: NV of the PV vectors of
-// each panel row.
+// each panel row. The lanes say what A, the panel and the tile hold (L::T,
+// L::Panel, L::Acc) and how many values of k one vector of the panel spans
+// (L::kDepth): 1 for floats, whose panel row k is PV*w weights, 2 for the
+// quantized kernels' int16 x int8 pairs, whose rows k, k + 1 are interleaved
+// (PV*w*2 weights, w pairs per vector; K even). Either way row k starts at
+// element k*PV*w.
 template <typename L, int M, int NV, int PV>
 RNNKIT_TARGET static inline void micro(int64_t K, const typename L::T* A, int64_t lda,
-                                       const typename L::T* panel, typename L::T* tile) {
+                                       const typename L::Panel* panel, typename L::Acc* tile) {
   using Raw = typename L::Raw;
   constexpr int w = L::kWidth;
+  constexpr int d = L::kDepth;
   Raw acc[M][NV];
 #pragma GCC unroll 12
   for (int m = 0; m < M; ++m)
 #pragma GCC unroll 4
     for (int v = 0; v < NV; ++v) acc[m][v] = L::zero();
-  for (int64_t k = 0; k < K; ++k) {
-    const typename L::T* pk = panel + k * (PV * w);
+  for (int64_t k = 0; k < K; k += d) {
+    const typename L::Panel* pk = panel + k * (PV * w);
     Raw b[NV];
 #pragma GCC unroll 4
-    for (int v = 0; v < NV; ++v) b[v] = L::ld(pk + v * w);
+    for (int v = 0; v < NV; ++v) b[v] = L::ld(pk + v * w * d);
 #pragma GCC unroll 12
     for (int m = 0; m < M; ++m) {
       const Raw a = L::bcast(A + m * lda + k);
@@ -100,8 +106,8 @@ RNNKIT_TARGET static inline void micro(int64_t K, const typename L::T* A, int64_
 // micro<L, m, NV, PV> for a run-time m in [1, M].
 template <typename L, int NV, int PV, int M>
 RNNKIT_TARGET static inline void micro_rows(int m, int64_t K, const typename L::T* A,
-                                            int64_t lda, const typename L::T* panel,
-                                            typename L::T* tile) {
+                                            int64_t lda, const typename L::Panel* panel,
+                                            typename L::Acc* tile) {
   if constexpr (M > 0) {
     if (m == M) {
       micro<L, M, NV, PV>(K, A, lda, panel, tile);
@@ -128,8 +134,8 @@ struct TileShape {
 // and every column c < PV*w of the panel.
 template <typename L, int PV>
 RNNKIT_TARGET static inline void panel_product(int m, int64_t K, const typename L::T* A,
-                                               int64_t lda, const typename L::T* panel,
-                                               typename L::T* tile) {
+                                               int64_t lda, const typename L::Panel* panel,
+                                               typename L::Acc* tile) {
   constexpr int MR = TileShape<PV>::rows;
   constexpr int NV = TileShape<PV>::vectors;
   constexpr int w = L::kWidth;
@@ -137,9 +143,10 @@ RNNKIT_TARGET static inline void panel_product(int m, int64_t K, const typename 
     if (m > kWideRows) {
       constexpr int full = PV / NV * NV;
       for (int v0 = 0; v0 < full; v0 += NV)
-        micro_rows<L, NV, PV, MR>(m, K, A, lda, panel + v0 * w, tile + v0 * w);
+        micro_rows<L, NV, PV, MR>(m, K, A, lda, panel + v0 * w * L::kDepth, tile + v0 * w);
       if constexpr (full < PV)
-        micro_rows<L, PV - full, PV, MR>(m, K, A, lda, panel + full * w, tile + full * w);
+        micro_rows<L, PV - full, PV, MR>(m, K, A, lda, panel + full * w * L::kDepth,
+                                         tile + full * w);
       return;
     }
   }
@@ -162,6 +169,19 @@ constexpr int tile_size() {
   return TileShape<PV>::rows * PV * L::kWidth;
 }
 
+// The product of rows of a float state with a block's panel, as the step kernels
+// take it: product(b0, m, tile) fills the tile's rows for rows b0 .. b0 + m - 1 of
+// A (K wide). The quantized kernels hand the same step kernels their own product.
+template <typename L, int PV>
+struct PanelProduct {
+  const typename L::T* A;
+  int64_t K;
+  const typename L::T* panel;
+  RNNKIT_TARGET void operator()(int64_t b0, int m, typename L::T* tile) const {
+    panel_product<L, PV>(m, K, A + b0 * K, K, panel, tile);
+  }
+};
+
 template <typename L>
 RNNKIT_TARGET static inline void zero_n(typename L::T* p, int n) {
   L::store(p, typename L::V(L::zero()), n);
@@ -177,25 +197,26 @@ RNNKIT_TARGET static inline typename L::V load_grad(const GradOutOf<typename L::
 // ------------------------------------------------------------------ forward
 // One block of W units (LSTM, GRU: one vector of each gate) or of kPlainVectors
 // vectors of units (RNN), every sequence of the batch: the panel product, then
-// the cell math of cells.h on each row of the tile.
+// the cell math of cells.h on each row of the tile. The *_step functions take the
+// product (PanelProduct or the quantized kernels' own); the table's kernels give
+// them the float one.
 
-template <typename L>
-RNNKIT_TARGET void lstm_forward(const LstmForwardArgsOf<typename L::T>& a, int64_t t,
-                                const typename L::T* h_prev, typename L::T* h_next,
-                                int64_t block) {
+template <typename L, typename Product>
+RNNKIT_TARGET static inline void lstm_step(const LstmForwardArgsOf<typename L::T>& a, int64_t t,
+                                           const typename L::T* h_prev, typename L::T* h_next,
+                                           int64_t block, const Product& product) {
   using T = typename L::T;
   using V = typename L::V;
   constexpr int w = L::kWidth;
-  const int64_t B = a.B, H = a.H, P = a.P;
+  const int64_t B = a.B, H = a.H;
   const int64_t j = block * w;
   const int n = L::valid_at(H, j);
-  const T* panel = a.packed + block * P * 4 * w;
   alignas(64) T tile[tile_size<L, 4>()];
   const RowBlocks rows(B, TileShape<4>::rows);
   for (int64_t ib = 0; ib < rows.count; ++ib) {
     const int64_t b0 = rows.begin(ib);
     const int m = rows.rows(ib);
-    panel_product<L, 4>(m, P, h_prev + b0 * P, P, panel, tile);
+    product(b0, m, tile);
     for (int i = 0; i < m; ++i) {
       const int64_t b = b0 + i, row = t * B + b;
       T* res = a.reserve ? a.reserve + row * 5 * H + j : nullptr;
@@ -235,23 +256,30 @@ RNNKIT_TARGET void lstm_forward(const LstmForwardArgsOf<typename L::T>& a, int64
 }
 
 template <typename L>
-RNNKIT_TARGET void gru_forward(const GruForwardArgsOf<typename L::T>& a, int64_t t,
-                               const typename L::T* h_prev, typename L::T* h_next,
-                               int64_t block) {
+RNNKIT_TARGET void lstm_forward(const LstmForwardArgsOf<typename L::T>& a, int64_t t,
+                                const typename L::T* h_prev, typename L::T* h_next,
+                                int64_t block) {
+  lstm_step<L>(a, t, h_prev, h_next, block,
+               PanelProduct<L, 4>{h_prev, a.P, a.packed + block * a.P * 4 * L::kWidth});
+}
+
+template <typename L, typename Product>
+RNNKIT_TARGET static inline void gru_step(const GruForwardArgsOf<typename L::T>& a, int64_t t,
+                                          const typename L::T* h_prev, typename L::T* h_next,
+                                          int64_t block, const Product& product) {
   using T = typename L::T;
   using V = typename L::V;
   constexpr int w = L::kWidth;
   const int64_t B = a.B, H = a.H;
   const int64_t j = block * w;
   const int n = L::valid_at(H, j);
-  const T* panel = a.packed + block * H * 3 * w;
   const V b_hn = a.b_hn ? L::load(a.b_hn + j, n) : V(L::zero());
   alignas(64) T tile[tile_size<L, 3>()];
   const RowBlocks rows(B, TileShape<3>::rows);
   for (int64_t ib = 0; ib < rows.count; ++ib) {
     const int64_t b0 = rows.begin(ib);
     const int m = rows.rows(ib);
-    panel_product<L, 3>(m, H, h_prev + b0 * H, H, panel, tile);
+    product(b0, m, tile);
     for (int i = 0; i < m; ++i) {
       const int64_t b = b0 + i, row = t * B + b;
       T* res = a.reserve ? a.reserve + row * 4 * H + j : nullptr;
@@ -283,14 +311,21 @@ RNNKIT_TARGET void gru_forward(const GruForwardArgsOf<typename L::T>& a, int64_t
   }
 }
 
+template <typename L>
+RNNKIT_TARGET void gru_forward(const GruForwardArgsOf<typename L::T>& a, int64_t t,
+                               const typename L::T* h_prev, typename L::T* h_next,
+                               int64_t block) {
+  gru_step<L>(a, t, h_prev, h_next, block,
+              PanelProduct<L, 3>{h_prev, a.H, a.packed + block * a.H * 3 * L::kWidth});
+}
+
 // The step of plain panels shared by the Elman RNN and the LSTM's projection, for
 // one block of kPlainVectors vectors of the N units of the new state: the product
-// of the rows of A (K wide) with the block's panel, then, for the real rows,
-// out = h_next = value(product vector, b, j, n); padded rows get zeros out and
-// keep h_prev.
-template <typename L, typename Value>
-RNNKIT_TARGET static inline void plain_step(int64_t B, int64_t N, int64_t K,
-                                            const typename L::T* A, const typename L::T* packed,
+// (of the rows of the state the step reads with the block's panel), then, for the
+// real rows, out = h_next = value(product vector, b, j, n); padded rows get zeros
+// out and keep h_prev.
+template <typename L, typename Product, typename Value>
+RNNKIT_TARGET static inline void plain_step(int64_t B, int64_t N, const Product& product,
                                             const int64_t* len, int64_t t, typename L::T* out,
                                             const typename L::T* h_prev, typename L::T* h_next,
                                             int64_t block, const Value& value) {
@@ -298,13 +333,12 @@ RNNKIT_TARGET static inline void plain_step(int64_t B, int64_t N, int64_t K,
   constexpr int NV = kPlainVectors;
   constexpr int w = L::kWidth;
   const int64_t j0 = block * NV * w;
-  const T* panel = packed + block * K * NV * w;
   alignas(64) T tile[tile_size<L, NV>()];
   const RowBlocks rows(B, TileShape<NV>::rows);
   for (int64_t ib = 0; ib < rows.count; ++ib) {
     const int64_t b0 = rows.begin(ib);
     const int m = rows.rows(ib);
-    panel_product<L, NV>(m, K, A + b0 * K, K, panel, tile);
+    product(b0, m, tile);
     for (int i = 0; i < m; ++i) {
       const int64_t b = b0 + i, row = t * B + b;
       const bool padded = t >= len[b];
@@ -354,16 +388,19 @@ template <typename L>
 RNNKIT_TARGET void rnn_forward(const RnnForwardArgsOf<typename L::T>& a, int64_t t,
                                const typename L::T* h_prev, typename L::T* h_next,
                                int64_t block) {
-  plain_step<L>(a.B, a.H, a.H, h_prev, a.packed, a.len, t, a.out, h_prev, h_next, block,
-                RnnValue<L>{a, t});
+  constexpr int64_t U = kPlainVectors * L::kWidth;
+  plain_step<L>(a.B, a.H, PanelProduct<L, kPlainVectors>{h_prev, a.H, a.packed + block * a.H * U},
+                a.len, t, a.out, h_prev, h_next, block, RnnValue<L>{a, t});
 }
 
 template <typename L>
 RNNKIT_TARGET void lstm_project(const LstmProjectArgsOf<typename L::T>& a, int64_t t,
                                 const typename L::T* h_prev, typename L::T* h_next,
                                 int64_t block) {
-  plain_step<L>(a.B, a.P, a.H, a.h_full, a.packed, a.len, t, a.out, h_prev, h_next, block,
-                ProductValue<L>{});
+  constexpr int64_t U = kPlainVectors * L::kWidth;
+  plain_step<L>(a.B, a.P,
+                PanelProduct<L, kPlainVectors>{a.h_full, a.H, a.packed + block * a.H * U}, a.len,
+                t, a.out, h_prev, h_next, block, ProductValue<L>{});
 }
 
 // ------------------------------------------------------------------ backward
@@ -541,15 +578,17 @@ RNNKIT_TARGET void rnn_backward(const RnnBackwardArgsOf<typename L::T>& a, int64
 
 // ------------------------------------------------------------------ projection
 
-template <typename L, int NV>
+// Rows [r0, r1) of y for one block of NV vectors of columns: the product (rows
+// of the input with the block's panel), plus the bias.
+template <typename L, int NV, typename Product>
 RNNKIT_TARGET static inline void projection_rows(const ProjectionArgsOf<typename L::T>& a,
-                                                 int64_t r0, int64_t r1, int64_t block) {
+                                                 int64_t r0, int64_t r1, int64_t block,
+                                                 const Product& product) {
   using T = typename L::T;
   using V = typename L::V;
   constexpr int w = L::kWidth;
-  const int64_t N = a.N, K = a.K, H = a.H;
+  const int64_t N = a.N, H = a.H;
   const bool gated = a.gates > 1;
-  const T* panel = a.packed + block * K * NV * w;
   // Vector v covers columns col[v] .. col[v] + n[v] of y.
   int64_t col[NV];
   int n[NV];
@@ -565,7 +604,7 @@ RNNKIT_TARGET static inline void projection_rows(const ProjectionArgsOf<typename
   for (int64_t ib = 0; ib < rows.count; ++ib) {
     const int64_t b0 = r0 + rows.begin(ib);
     const int m = rows.rows(ib);
-    panel_product<L, NV>(m, K, a.x + b0 * K, K, panel, tile);
+    product(b0, m, tile);
     for (int i = 0; i < m; ++i) {
       T* y = a.y + (b0 + i) * N;
       for (int v = 0; v < NV; ++v) {
@@ -579,10 +618,12 @@ RNNKIT_TARGET static inline void projection_rows(const ProjectionArgsOf<typename
 template <typename L>
 RNNKIT_TARGET void projection(const ProjectionArgsOf<typename L::T>& a, int64_t r0, int64_t r1,
                               int64_t block) {
+  constexpr int w = L::kWidth;
+  const int64_t K = a.K;
   if (a.gates == 3) {
-    projection_rows<L, 3>(a, r0, r1, block);
+    projection_rows<L, 3>(a, r0, r1, block, PanelProduct<L, 3>{a.x, K, a.packed + block * K * 3 * w});
   } else {
-    projection_rows<L, 4>(a, r0, r1, block);
+    projection_rows<L, 4>(a, r0, r1, block, PanelProduct<L, 4>{a.x, K, a.packed + block * K * 4 * w});
   }
 }
 

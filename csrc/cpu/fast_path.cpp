@@ -182,6 +182,8 @@ void transpose(const T* src, int64_t ss, int64_t ks, T* dst, int64_t ds, int64_t
   }
 }
 
+}  // namespace
+
 // Memory for `n` elements of a buffer that lives for one layer call. Fresh memory of a
 // large buffer costs the kernel a page fault and a zeroing per 4 KiB page at first
 // touch (an LSTM's 64 MB of packed float64 weights: 16K faults, half of a T=10
@@ -203,7 +205,10 @@ at::Tensor kept_memory(int64_t n, Pack kind) {
   return memory.narrow(0, 0, bytes).view(c10::CppTypeToScalarType<T>::value);
 }
 
-}  // namespace
+template at::Tensor kept_memory<float>(int64_t, Pack);
+template at::Tensor kept_memory<double>(int64_t, Pack);
+template at::Tensor kept_memory<int8_t>(int64_t, Pack);
+template at::Tensor kept_memory<int16_t>(int64_t, Pack);
 
 template <typename T>
 at::Tensor pack_panels(const T* src, int64_t gates, int64_t H, int64_t K, int64_t gate_stride,
@@ -252,25 +257,17 @@ template at::Tensor pack_panels<double>(const double*, int64_t, int64_t, int64_t
 namespace {
 
 // The input projection of a forward driver, computed inside its step loop: for a
-// chunk of C steps at a time (C*B about 512 rows, so that each panel of W_ih is
-// reused over many rows), each worker projects its own blocks' columns just before
-// the first step of the chunk, into a [C*B, G*H] buffer that the steps of that
-// chunk read back while it is still in cache. No [T, B, G*H] tensor, no extra
-// synchronisation (a worker reads only the columns it wrote).
+// chunk of C steps at a time (input_chunk_steps), each worker projects its own
+// blocks' columns just before the first step of the chunk, into a [C*B, G*H]
+// buffer that the steps of that chunk read back while it is still in cache. No
+// [T, B, G*H] tensor, no extra synchronisation (a worker reads only the columns it wrote).
 template <typename T>
 struct InputChunks {
   int64_t T_, B, C;
   bool reverse;
   ProjectionArgsOf<T> base;  // x: the whole input; y: the chunk buffer
 
-  static int64_t steps_per_chunk(int64_t T_, int64_t B) {
-    return std::max<int64_t>(1, std::min<int64_t>(T_, ceil_div(512, std::max<int64_t>(1, B))));
-  }
-  // The lowest step t of the chunk that holds position s of the step order.
-  int64_t first_t(int64_t s) const {
-    const int64_t c0 = s / C * C, c1 = std::min(T_, c0 + C);
-    return reverse ? T_ - c1 : c0;
-  }
+  int64_t first_t(int64_t s) const { return chunk_first_step(T_, C, reverse, s); }
   void project(const LayerKernels<T>& k, int64_t s, int64_t block) const {
     if (s % C != 0) return;
     ProjectionArgsOf<T> p = base;
@@ -302,7 +299,7 @@ void run_forward(const LayerKernels<T>& k, int64_t T_, int64_t B, int64_t H, int
   const int64_t blocks = ceil_div(H, U);
   const at::Tensor packed = pack_panels(w_hh, gates, H, K, H * K, K, 1, U, Pack::kRecurrent);
   const at::Tensor packed_ih = pack_panels(w_ih, gates, H, I, H * I, I, 1, U, Pack::kInput);
-  const int64_t C = InputChunks<T>::steps_per_chunk(T_, B);
+  const int64_t C = input_chunk_steps(T_, B);
   const at::Tensor chunk =
       kept_memory<T>(std::max<int64_t>(1, C * B * gates * H), Pack::kInputChunk);
   const InputChunks<T> in{T_, B, C, reverse,

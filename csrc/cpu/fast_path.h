@@ -65,9 +65,40 @@ inline int64_t workers_for(int64_t blocks, int64_t step_flops) {
 }
 
 // What a large buffer of a layer call holds (the packed weights of each kind, the
-// input projection's chunk), so that each has its own kept memory (kept_memory in
+// input projection's chunk, quantized operands), so that each has its own kept memory (kept_memory in
 // fast_path.cpp).
-enum class Pack : int { kRecurrent, kInput, kProjection, kBackward, kInputChunk, kCount };
+enum class Pack : int {
+  kRecurrent,
+  kInput,
+  kProjection,
+  kBackward,
+  kInputChunk,
+  kQuantizedInput,  // the int8 layers' quantized operands (quantized_path.cpp)
+  kQuantizedState,
+  kQuantizedHidden,
+  kCount
+};
+
+// The steps of the input projection a forward driver computes at once, inside its
+// step loop (C*B about 512 rows, so that each panel of W_ih is reused over many
+// rows while the chunk stays in cache).
+inline int64_t input_chunk_steps(int64_t T_, int64_t B) {
+  const int64_t rows = std::max<int64_t>(1, B);
+  return std::max<int64_t>(1, std::min<int64_t>(T_, (512 + rows - 1) / rows));
+}
+
+// The lowest step t of the chunk of C steps that holds position s of the step order
+// (the chunks cover positions [0, C), [C, 2C), ...; reverse runs t = T-1 first).
+inline int64_t chunk_first_step(int64_t T_, int64_t C, bool reverse, int64_t s) {
+  const int64_t c0 = s / C * C, c1 = std::min(T_, c0 + C);
+  return reverse ? T_ - c1 : c0;
+}
+
+// Memory for n elements of T for the duration of a layer call: a large buffer
+// comes from memory that the calling thread keeps for the next call's buffer of the
+// same kind (see fast_path.cpp), a small one from the allocator.
+template <typename T>
+at::Tensor kept_memory(int64_t n, Pack kind);
 
 // Panels of U units for `gates` gates (fast_kernels.h): element (g, j, k) of the
 // source is src[g*gate_stride + j*unit_stride + k*k_stride], for units j < H. A large
@@ -77,17 +108,20 @@ template <typename T>
 at::Tensor pack_panels(const T* src, int64_t gates, int64_t H, int64_t K, int64_t gate_stride,
                        int64_t unit_stride, int64_t k_stride, int64_t U, Pack kind);
 
-// Calls fn(it, block) for it = 0..iters-1 and every block, all blocks of an
-// iteration finishing before any block of the next one starts. Even and odd
-// iterations may have different numbers of blocks (the LSTM with a projection
-// alternates gates and projection).
-template <typename Fn>
-void run_iterations(int64_t iters, int64_t workers, int64_t blocks_even, int64_t blocks_odd,
-                    const Fn& fn) {
-  if (iters <= 0 || std::max(blocks_even, blocks_odd) <= 0) return;
+// Calls fn(it, block) for it = 0..iters-1 and each of the blocks_of(it) blocks of
+// iteration it, all blocks of an iteration finishing before any block of the next
+// one starts (the LSTM with a projection alternates gates and projection). Each
+// worker w calls start(it, w) before its blocks of iteration it (the quantized
+// layers quantize the state there, into the worker's own buffer).
+template <typename Blocks, typename Fn, typename Start>
+void run_rounds(int64_t iters, int64_t workers, const Blocks& blocks_of, const Fn& fn,
+                const Start& start) {
+  if (iters <= 0) return;
   auto run_worker = [&](int64_t w, int64_t it) {
-    const int64_t blocks = (it & 1) ? blocks_odd : blocks_even;
-    for (int64_t jb = blocks * w / workers; jb < blocks * (w + 1) / workers; ++jb) fn(it, jb);
+    const int64_t blocks = blocks_of(it);
+    const int64_t begin = blocks * w / workers, end = blocks * (w + 1) / workers;
+    if (begin < end) start(it, w);
+    for (int64_t jb = begin; jb < end; ++jb) fn(it, jb);
   };
   if (workers <= 1) {
     for (int64_t it = 0; it < iters; ++it) run_worker(0, it);
@@ -114,6 +148,16 @@ void run_iterations(int64_t iters, int64_t workers, int64_t blocks_even, int64_t
       }
     }
   });
+}
+
+// Even and odd iterations with blocks_even and blocks_odd blocks.
+template <typename Fn>
+void run_iterations(int64_t iters, int64_t workers, int64_t blocks_even, int64_t blocks_odd,
+                    const Fn& fn) {
+  if (std::max(blocks_even, blocks_odd) <= 0) return;
+  run_rounds(
+      iters, workers, [&](int64_t it) { return (it & 1) ? blocks_odd : blocks_even; }, fn,
+      [](int64_t, int64_t) {});
 }
 
 template <typename Fn>

@@ -31,9 +31,13 @@ struct CMath {
 // ------------------------------------------------------------------ lanes
 
 // Vectors of n valid elements (the rest zero) in and out (load, store), and the
-// full-width operations of the microkernel on the raw vectors (ld, st, bcast, fma).
+// full-width operations of the microkernel on the raw vectors (ld, st, bcast, fma;
+// its panel and tile hold T, one k per panel vector: see micro).
 struct FloatLanes {
   using T = float;
+  using Panel = T;
+  using Acc = T;
+  static constexpr int kDepth = 1;
   using Raw = Vec;
   using V = CV;
   using M = CMath;
@@ -49,6 +53,9 @@ struct FloatLanes {
 };
 struct DoubleLanes {
   using T = double;
+  using Panel = T;
+  using Acc = T;
+  static constexpr int kDepth = 1;
   using Raw = DVec;
   using V = DV;
   using M = DMath;

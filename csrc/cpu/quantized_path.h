@@ -1,0 +1,49 @@
+#pragma once
+// The drivers of the int8 layers (quantized_kernels.h): one layer direction of an
+// LSTM (with or without a projection), GRU or Elman RNN in float32 with int8
+// weights, on the CPU. The contracts of the float drivers of fast_path.h, without
+// the reserve: x [T, B, I] contiguous, h (h0 in, h_n out) [B, P], the LSTM's c
+// [B, H], out [T, B, P]; every weight int8 [rows, K] with a float scale per row.
+
+#include <cstdint>
+
+#include "quantized_kernels.h"
+
+namespace rnnkit {
+namespace cpu {
+namespace fast {
+
+// The kernels the quantized layers use now (AVX2 wherever the CPU has it, unless
+// RNNKIT_CPU_ISA is "generic"), or null: no compiled path.
+const QuantizedKernels* quantized_select();
+
+// An int8 weight matrix [rows, K] with its per-row scales.
+struct Int8Matrix {
+  const int8_t* q;
+  const float* scale;
+};
+
+// Quantizes one row of K floats into levels q[0, Kp) of [-Q, Q], Q = levels_for(K)
+// (zeros past K), and returns its scale: max |x| / Q; 0 for a row of zeros (or
+// one below 1e-30), NaN when the row holds a NaN or an infinity (whose results
+// are then NaN, as they would be in float).
+float quantize_row(const float* x, int64_t K, int64_t Kp, int16_t* q);
+
+// bias: what the float drivers fold into the input projection (b_ih + b_hh; for
+// the GRU b_ih + b_hh with its n part left out, which b_hn adds), or null.
+void quantized_lstm_forward(const QuantizedKernels& k, int64_t T_, int64_t B, int64_t H,
+                            int64_t P, bool reverse, const int64_t* len, const float* x,
+                            int64_t I, Int8Matrix w_ih, const float* bias, Int8Matrix w_hh,
+                            const Int8Matrix* w_hr, float* h, float* c, float* out);
+void quantized_gru_forward(const QuantizedKernels& k, int64_t T_, int64_t B, int64_t H,
+                           bool reverse, const int64_t* len, const float* x, int64_t I,
+                           Int8Matrix w_ih, const float* bias, Int8Matrix w_hh,
+                           const float* b_hn, float* h, float* out);
+void quantized_rnn_forward(const QuantizedKernels& k, int64_t T_, int64_t B, int64_t H,
+                           bool reverse, bool relu, const int64_t* len, const float* x,
+                           int64_t I, Int8Matrix w_ih, const float* bias, Int8Matrix w_hh,
+                           float* h, float* out);
+
+}  // namespace fast
+}  // namespace cpu
+}  // namespace rnnkit

@@ -1,0 +1,161 @@
+"""The int8 layer: its quantization, its op and the reference that specifies it.
+
+Weights are int8 with one float32 scale per output row (symmetric: w ≈ q * scale,
+q in [-127, 127]; torch's quantized modules may also hold -128). A product's other
+operand (the layer's input, its running state, an LSTM's h_full before the
+projection) is quantized a row at a time, when it is known, to int16 levels in
+[-Q, Q] with one scale per row, Q = `levels(K)` as fine as exact int32 sums of K
+products allow (32767 up to K = 512, 16383 at K = 1024, ...). The sums are exact
+and a product's value is float32(sum) * (row scale * weight scale); everything else
+is float32, as in the float layer.
+
+`reference_layer` is that definition in plain PyTorch (the integer sums in float64,
+where they are exact) and the fallback where no compiled kernel runs;
+`rnnkit::quantized_layer` (csrc/cpu/quantized_ops.cpp) is the compiled one: AVX2
+int16 x int8 dot products (vpmaddwd) fused with the cell math.
+
+Error against the float32 layer on the dequantized weights: the operand's rounding,
+at most scale_row / 2 = max|x| / (2Q) per element, so at most
+max|x| * sum_k |w_jk| / (2Q) per pre-activation (below 1e-4 relative for Q = 32767).
+Against the original float weights, add each weight's rounding, at most
+scale_w / 2 = max_k |w_jk| / 254: at most sum_k |x_k| * max_k |w_jk| / 254 per
+pre-activation. The gates' derivatives are at most 1 (tanh) and 1/4 (sigmoid),
+so a step's state moves by no more than a small multiple of that.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+from torch import Tensor
+
+__all__ = ["quantize_weight", "levels", "quantize_rows", "layer", "reference_layer"]
+
+MODES = ("LSTM", "GRU", "RNN_TANH", "RNN_RELU")
+
+
+def quantize_weight(weight: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-output-row symmetric int8 quantization of a float weight [rows, K]
+    -> (int8 [rows, K], float32 scales [rows]); w ≈ q * scale[:, None]."""
+    w = weight.detach().float()
+    scale = w.abs().amax(dim=1) / 127
+    scale = torch.where(scale > 0, scale, torch.ones_like(scale))  # a row of zeros
+    q = torch.round(w / scale[:, None]).clamp_(-127, 127).to(torch.int8)
+    return q.contiguous(), scale.contiguous()
+
+
+def dequantize(q: Tensor, scale: Tensor) -> Tensor:
+    return q.float() * scale[:, None]
+
+
+def levels(K: int) -> int:
+    """The largest level of the quantized operand of a K-long product (levels_for in
+    csrc/cpu/quantized_kernels.h)."""
+    return min(32767, (2**31 - 1) // (128 * max(1, K)))
+
+
+def quantize_rows(x: Tensor) -> tuple[Tensor, Tensor]:
+    """[..., K] float32 -> (levels as float32 [..., K], scales [...]): the rows as the
+    kernels quantize them (quantize_row in csrc/cpu/quantized_path.cpp)."""
+    Q = levels(x.size(-1))
+    top = x.abs().amax(dim=-1, keepdim=True)
+    finite = torch.isfinite(x).all(dim=-1, keepdim=True)
+    live = finite & (top >= 1e-30)
+    safe_top = torch.where(live, top, torch.ones_like(top))
+    q = torch.round(x * (Q / safe_top)).clamp_(-Q, Q)
+    q = torch.where(live, q, torch.zeros_like(q))
+    scale = torch.where(live, safe_top / Q, torch.zeros_like(top))
+    scale = torch.where(finite, scale, torch.full_like(top, float("nan")))
+    return q, scale.squeeze(-1)
+
+
+def _product(x: Tensor, w: Tensor, w_scale: Tensor) -> Tensor:
+    """x [..., K] float32 times int8 w [N, K]ᵀ the quantized way -> [..., N] float32."""
+    q, row_scale = quantize_rows(x)
+    sums = torch.matmul(q.double(), w.double().t())  # exact: |sums| < 2^31
+    return sums.float() * (row_scale.unsqueeze(-1) * w_scale)
+
+
+def reference_layer(mode: str, input: Tensor, lengths: Tensor | None, h0: Tensor,
+                    c0: Tensor | None, w_ih: Tensor, s_ih: Tensor, w_hh: Tensor, s_hh: Tensor,
+                    b_ih: Tensor | None, b_hh: Tensor | None, w_hr: Tensor | None,
+                    s_hr: Tensor | None, reverse: bool):
+    """The contract of rnnkit::quantized_layer in plain PyTorch -> (output [T, B, P],
+    h_n [B, P], c_n [B, H], or an empty tensor but for the LSTM)."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(MODES)}; got '{mode}'")
+    T = input.size(0)
+    G = {"LSTM": 4, "GRU": 3}.get(mode, 1)
+    H = w_ih.size(0) // G
+    bias = None
+    b_hn = None
+    if b_ih is not None:
+        bias = b_ih + b_hh
+        if mode == "GRU":  # b_hn goes inside r * (W_hn h + b_hn)
+            bias = torch.cat([bias[:2 * H], b_ih[2 * H:]])
+            b_hn = b_hh[2 * H:]
+    xs = _product(input, w_ih, s_ih)
+    if bias is not None:
+        xs = xs + bias
+    h, c = h0, c0
+    outputs: list[Tensor | None] = [None] * T
+    for t in (range(T - 1, -1, -1) if reverse else range(T)):
+        mask = None if lengths is None else (lengths.to(input.device) > t).unsqueeze(1)
+        gh = _product(h, w_hh, s_hh)
+        if mode == "LSTM":
+            i, f, g, o = (gh + xs[t]).chunk(4, dim=1)
+            c_new = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+            h_new = torch.sigmoid(o) * torch.tanh(c_new)
+            if w_hr is not None:
+                h_new = _product(h_new, w_hr, s_hr)
+            c = c_new if mask is None else torch.where(mask, c_new, c)
+        elif mode == "GRU":
+            xr, xz, xn = xs[t].chunk(3, dim=1)
+            hr, hz, hn = gh.chunk(3, dim=1)
+            if b_hn is not None:
+                hn = hn + b_hn
+            r = torch.sigmoid(xr + hr)
+            z = torch.sigmoid(xz + hz)
+            n = torch.tanh(xn + r * hn)
+            h_new = (1 - z) * n + z * h
+        else:
+            pre = gh + xs[t]
+            h_new = torch.relu(pre) if mode == "RNN_RELU" else torch.tanh(pre)
+        outputs[t] = h_new if mask is None else torch.where(mask, h_new, torch.zeros_like(h_new))
+        h = h_new if mask is None else torch.where(mask, h_new, h)
+    c_n = c if mode == "LSTM" else input.new_empty(0)
+    return torch.stack(outputs), h, c_n
+
+
+@torch.compiler.assume_constant_result
+def _compiled_kernels() -> bool:
+    """Whether rnnkit::quantized_layer has compiled kernels here (a constant for
+    torch.compile: RNNKIT_CPU_ISA is read when a graph is traced)."""
+    return bool(torch.ops.rnnkit._quantized_kernels())
+
+
+def layer(mode: str, input: Tensor, lengths: Tensor | None, h0: Tensor, c0: Tensor | None,
+          w_ih: Tensor, s_ih: Tensor, w_hh: Tensor, s_hh: Tensor, b_ih: Tensor | None,
+          b_hh: Tensor | None, w_hr: Tensor | None, s_hr: Tensor | None, reverse: bool):
+    """One layer direction: the compiled op on a CPU that has its kernels, else the
+    reference."""
+    args = (mode, input, lengths, h0, c0, w_ih, s_ih, w_hh, s_hh, b_ih, b_hh, w_hr, s_hr,
+            reverse)
+    if input.device.type == "cpu" and _compiled_kernels():
+        return torch.ops.rnnkit.quantized_layer(*args)
+    return reference_layer(*args)
+
+
+@functools.cache
+def _register_fake() -> None:
+    @torch.library.register_fake("rnnkit::quantized_layer")
+    def _(mode, input, lengths, h0, c0, w_ih, s_ih, w_hh, s_hh, b_ih, b_hh, w_hr, s_hr,
+          reverse):
+        T, B = input.size(0), input.size(1)
+        output = input.new_empty((T, B, h0.size(1)))
+        c_n = c0.new_empty(c0.shape) if c0 is not None else input.new_empty(0)
+        return output, h0.new_empty(h0.shape), c_n
+
+
+_register_fake()

@@ -30,6 +30,8 @@ import functools
 import torch
 from torch import Tensor
 
+from rnnkit import _extension
+
 __all__ = ["quantize_weight", "levels", "quantize_rows", "layer", "reference_layer"]
 
 MODES = ("LSTM", "GRU", "RNN_TANH", "RNN_RELU")
@@ -132,7 +134,7 @@ def reference_layer(mode: str, input: Tensor, lengths: Tensor | None, h0: Tensor
 def _compiled_kernels() -> bool:
     """Whether rnnkit::quantized_layer has compiled kernels here (a constant for
     torch.compile: RNNKIT_CPU_ISA is read when a graph is traced)."""
-    return bool(torch.ops.rnnkit._quantized_kernels())
+    return _extension.loaded() and bool(torch.ops.rnnkit._quantized_kernels())
 
 
 def layer(mode: str, input: Tensor, lengths: Tensor | None, h0: Tensor, c0: Tensor | None,
@@ -149,6 +151,9 @@ def layer(mode: str, input: Tensor, lengths: Tensor | None, h0: Tensor, c0: Tens
 
 @functools.cache
 def _register_fake() -> None:
+    if not _extension.loaded():
+        return  # no op to describe: the modules run the reference
+
     @torch.library.register_fake("rnnkit::quantized_layer")
     def _(mode, input, lengths, h0, c0, w_ih, s_ih, w_hh, s_hh, b_ih, b_hh, w_hr, s_hr,
           reverse):

@@ -83,10 +83,12 @@ def test_op_matches_reference(mode, reverse, packed, isa, monkeypatch):
                     reverse=reverse)
     got = torch.ops.rnnkit.quantized_layer(*args)
     want = quantized.reference_layer(*args)
-    # The integers agree exactly; the cells' float math (exp, tanh) differs in the last
-    # bits, which may move a rounding of the next step's state by one level (a change of
-    # about max|h| / 32767 times a row of weights).
-    assert_all_close(got, want, atol=2e-4, rtol=1e-4)
+    # The integers agree exactly; the float math around them differs in the last bits
+    # (the cells' exp and tanh; the compiler may fuse the scaling of a sum with the add
+    # that follows), which may move a rounding of the next step's state by one level (a
+    # change of about max|h| / 32767 times a row of weights), and a relu RNN's unbounded
+    # state carries such a change on.
+    assert_all_close(got, want, atol=1e-3, rtol=1e-3)
 
 
 @pytest.mark.skipif(not _kernels(), reason="no compiled int8 kernels on this CPU")
@@ -107,7 +109,8 @@ def test_quantize_rows_levels_and_special_rows():
     assert Q == 32767 and quantized.levels(1024) == 16383
     assert q.abs().max() <= Q
     assert scale[1] == 0 and torch.isnan(scale[2]) and torch.isnan(scale[3])
-    torch.testing.assert_close(q[0] * scale[0], x[0], atol=float(scale[0]) / 2, rtol=0)
+    # Half a level, and the float rounding of x * (Q / top): a few thousandths of one.
+    torch.testing.assert_close(q[0] * scale[0], x[0], atol=float(scale[0]) * 0.51, rtol=0)
     # The sums of K products of levels with weights up to 128 stay within int32.
     for K in (1, 513, 1024, 4097, 100_000):
         assert quantized.levels(K) * 128 * K < 2**31

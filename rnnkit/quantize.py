@@ -33,6 +33,9 @@ _FLOAT = {nn.RNN: qm.QuantizedRNN, rk.RNN: qm.QuantizedRNN, nn.LSTM: qm.Quantize
           nn.GRUCell: qm.QuantizedGRUCell, rk.GRUCell: qm.QuantizedGRUCell}
 
 
+_QUANTIZED = (qm._QuantizedStack, qm._QuantizedCell)
+
+
 def _torch_dynamic() -> dict:
     """torch's dynamically quantized modules -> ours (none if torch.ao is gone)."""
     try:
@@ -52,8 +55,9 @@ def _check_device(module: nn.Module, tensors) -> None:
                 "run on the CPU: move the model there first (model.cpu())")
 
 
-def _build(target: type, module: nn.Module, weights: dict, scales: dict | None) -> nn.Module:
-    args, kwargs = _constructor_args(module)
+def _build(target: type, args: tuple, kwargs: dict, weights: dict,
+           scales: dict | None) -> nn.Module:
+    """A `target` of this configuration holding `weights` (float, or int8 with `scales`)."""
     if issubclass(target, qm._QuantizedCell):
         new = target(*args, **kwargs)
         new._load_weights(weights, scales)
@@ -76,7 +80,7 @@ def _from_float(module: nn.Module, target: type):
     bad = [n for n, w in weights.items() if not torch.isfinite(w).all()]
     if bad:
         return f"its weights {bad} hold NaN or infinity"
-    new = _build(target, module, weights, None)
+    new = _build(target, *_constructor_args(module), weights, None)
     carry_over(module, new)
     new.eval()
     return new
@@ -120,16 +124,11 @@ def _from_torch_dynamic(module: nn.Module, target: type):
         kwargs = dict(bias=module.bias)
         if target is qm.QuantizedRNNCell:
             kwargs["nonlinearity"] = module.nonlinearity
-        new = target(module.input_size, module.hidden_size, **kwargs)
-        new._load_weights(weights, scales)
     else:
         kwargs = dict(num_layers=module.num_layers, bias=module.bias,
                       batch_first=module.batch_first, dropout=float(module.dropout),
                       bidirectional=module.bidirectional)
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="dropout option adds dropout")
-            new = target(module.input_size, module.hidden_size, **kwargs, device="meta")
-        new._become_quantized(weights, scales)
+    new = _build(target, (module.input_size, module.hidden_size), kwargs, weights, scales)
     new.train(module.training)
     return new
 
@@ -142,28 +141,25 @@ def quantize(model: nn.Module, dtype: torch.dtype = torch.int8) -> nn.Module:
         raise ValueError(f"rnnkit.quantize supports dtype=torch.int8, got {dtype}")
     if not isinstance(model, nn.Module):
         raise TypeError(f"quantize expects an nn.Module, got {type(model).__name__}")
-    table = {**_FLOAT, **_torch_dynamic()}
-    dynamic = tuple(_torch_dynamic())
+    dynamic = _torch_dynamic()
+    table = {**_FLOAT, **dynamic}
 
     def replace(module: nn.Module):
+        if isinstance(module, _QUANTIZED):  # ours (they subclass rnnkit's float modules)
+            return module
         target = table.get(type(module))
         if target is None:
             return (f"{type(module).__qualname__} is a subclass of a recurrent module; its own "
                     "methods would be lost")
-        if isinstance(module, dynamic):
+        if type(module) in dynamic:
             return _from_torch_dynamic(module, target)
         return _from_float(module, target)
 
-    # Our own int8 modules are left as they are (they subclass rnnkit's float ones).
-    classes = tuple(table)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*quantized tensors.*deprecated")
-        result, refused = replace_modules(
-            model, classes, lambda m: m if isinstance(m, _QUANTIZED) else replace(m),
-            "quantize", "unquantized")
+        result, refused = replace_modules(model, tuple(table), replace, "quantize",
+                                          "unquantized")
     for message in refused:
         warnings.warn(message, stacklevel=2)  # pointing at the caller of quantize
     return result
 
-
-_QUANTIZED = (qm._QuantizedStack, qm._QuantizedCell)

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 import rnnkit
+from rnnkit import quantized
 from rnnkit.bench import machine_info, time_pair
 
 CLASSES = {"LSTM": nn.LSTM, "GRU": nn.GRU}
@@ -92,9 +93,9 @@ def main(argv=None) -> int:
     rows = run(args)
     if args.out:
         with open(args.out, "w") as f:
-            f.write(f"machine: {info}\n\nrnnkit int8 kernels: "
-                    f"{torch.ops.rnnkit._cpu_isa()} (quantized: "
-                    f"{bool(torch.ops.rnnkit._quantized_kernels())})\n\n{HEADER}\n")
+            kernels = quantized.kernels(max(args.hidden)) or "reference"
+            f.write(f"machine: {info}\n\nrnnkit float kernels: {torch.ops.rnnkit._cpu_isa()}, "
+                    f"int8 kernels: {kernels}\n\n{HEADER}\n")
             f.write("\n".join(format_row(r, args.steps) for r in rows) + "\n")
     return 0
 

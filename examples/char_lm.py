@@ -7,6 +7,7 @@ the time per epoch shows what the kernels buy.
 
     python examples/char_lm.py                       # about a minute and a half on 2 CPU cores
     python examples/char_lm.py --hidden 512 --layers 2 --epochs 10 --device cuda
+    python examples/char_lm.py --int8    # then the trained model with int8 weights (CPU)
 """
 
 from __future__ import annotations
@@ -128,6 +129,23 @@ def train_epoch(run, epoch, train_data, valid_data, args, device):
           f"({run.valid_losses[-1] / math.log(2):.3f} bits/char)", flush=True)
 
 
+def report_int8(torch_model, model, valid_data, args) -> None:
+    """The validation loss of the trained models with float32 weights and with int8
+    weights: rnnkit's (rnnkit.quantize) and torch's (quantize_dynamic)."""
+    f32 = evaluate(model, valid_data, args, torch.device("cpu"))
+    int8 = evaluate(rnnkit.quantize(copy.deepcopy(model)).eval(), valid_data, args,
+                    torch.device("cpu"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch's deprecation of quantized tensors
+        dynamic = torch.ao.quantization.quantize_dynamic(copy.deepcopy(torch_model), {nn.LSTM},
+                                                         dtype=torch.qint8)
+        torch_f32 = evaluate(torch_model, valid_data, args, torch.device("cpu"))
+        torch_int8 = evaluate(dynamic, valid_data, args, torch.device("cpu"))
+    print(f"validation loss with int8 LSTM weights: rnnkit {f32:.4f} -> {int8:.4f} "
+          f"({100 * (int8 - f32) / f32:+.2f}%), torch.nn {torch_f32:.4f} -> {torch_int8:.4f} "
+          f"({100 * (torch_int8 - torch_f32) / torch_f32:+.2f}%, quantize_dynamic)")
+
+
 def kernel_path(model, vocab, device) -> str:
     """'compiled' or 'reference': what rnnkit runs for this model on this device."""
     with ops.record_paths() as records, warnings.catch_warnings():
@@ -193,9 +211,13 @@ def parse_args(argv=None):
                         help="default: cuda if available, else cpu")
     parser.add_argument("--plot", default="char_lm.png", help="where to save the plot")
     parser.add_argument("--no-plot", action="store_true")
+    parser.add_argument("--int8", action="store_true",
+                        help="also evaluate the trained models with int8 LSTM weights (CPU)")
     args = parser.parse_args(argv)
     if not 0.0 <= args.dropout <= 1.0:
         parser.error("--dropout must be in [0, 1]")
+    if args.int8 and args.device == "cuda":
+        parser.error("--int8 runs on the CPU")
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device is available")
     if args.chars < 10 * (args.seq_len + 1):
@@ -245,6 +267,8 @@ def main(argv=None):
           f"loss: {gap:.2e}")
     if args.dropout == 0 and gap > 0.05 * max(reference.losses[-1], 1e-3):
         print("WARNING: the two losses do not track each other")
+    if args.int8 and device.type == "cpu":
+        report_int8(reference.model, ours.model, valid_data, args)
     if not args.no_plot:
         plot(runs, args, args.plot)
     return 0

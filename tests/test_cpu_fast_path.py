@@ -174,8 +174,16 @@ def test_results_do_not_depend_on_thread_count(level, cell, dtype):
             results.append(list(out) + list(grads))
     finally:
         torch.set_num_threads(before)
-    for a, b in zip(*results):
-        assert torch.equal(a, b), case.describe(seed)
+    grad_input = len(out)  # the first gradient
+    for i, (a, b) in enumerate(zip(*results)):
+        if i == grad_input:
+            # One ATen GEMM per block of rows (gates' gradients times W_ih), whose
+            # library (MKL on an Intel CPU) may split the sums of a thin product by
+            # thread: equal up to the rounding of sums of 4H terms in another order.
+            bound = 4 * 150 * torch.finfo(a.dtype).eps * float(a.abs().max())
+            torch.testing.assert_close(a, b, atol=bound, rtol=0, msg=case.describe(seed))
+        else:
+            assert torch.equal(a, b), case.describe(seed)
     if cell == "lstm":  # the forward with a projection (its backward is the portable loop)
         case = _case(cell, rng, B=9, H=150, P=70, T=4, dtype=dtype,
                      lengths=torch.tensor([4, 2, 4, 0, 3, 4, 1, 4, 4]))

@@ -148,13 +148,15 @@ RNNKIT_TARGET static inline DVec dpositive(DVec y) {
   return _mm256_and_pd(_mm256_cmp_pd(y, dzero(), _CMP_GT_OQ), dset(1.0));
 }
 
-// Integers, for the int8 kernels (quantized_kernels_impl.h).
+// Integers, for the int8 kernels (quantized_kernels_impl.h): int16 levels in pairs
+// (vpmaddwd), AVX2 having no 8-bit product that cannot saturate.
+using Level = int16_t;
 using IVec = __m256i;
 RNNKIT_TARGET static inline IVec izero() { return _mm256_setzero_si256(); }
-RNNKIT_TARGET static inline IVec iwiden(const int8_t* p) {
+RNNKIT_TARGET static inline IVec ild(const int8_t* p) {
   return _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
 }
-RNNKIT_TARGET static inline IVec ipair(const int16_t* p) {
+RNNKIT_TARGET static inline IVec ibcast(const int16_t* p) {
   int32_t pair;
   __builtin_memcpy(&pair, p, sizeof(pair));
   return _mm256_set1_epi32(pair);
@@ -167,6 +169,17 @@ RNNKIT_TARGET static inline void ist(int32_t* p, IVec v) {
 }
 RNNKIT_TARGET static inline Vec vitof(const int32_t* p) {
   return _mm256_cvtepi32_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+}
+RNNKIT_TARGET static inline void ist_levels(int16_t* p, Vec v, int n) {
+  const __m256i i = _mm256_cvtps_epi32(v);
+  const __m128i levels = _mm_packs_epi32(_mm256_castsi256_si128(i), _mm256_extracti128_si256(i, 1));
+  if (n == W) {
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(p), levels);
+  } else {
+    alignas(16) int16_t lanes[W];
+    _mm_store_si128(reinterpret_cast<__m128i*>(lanes), levels);
+    __builtin_memcpy(p, lanes, sizeof(int16_t) * static_cast<size_t>(n));
+  }
 }
 
 #include "fast_kernels_impl.h"

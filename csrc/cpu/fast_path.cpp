@@ -207,8 +207,8 @@ at::Tensor kept_memory(int64_t n, Pack kind) {
 
 template at::Tensor kept_memory<float>(int64_t, Pack);
 template at::Tensor kept_memory<double>(int64_t, Pack);
-template at::Tensor kept_memory<int8_t>(int64_t, Pack);
 template at::Tensor kept_memory<int16_t>(int64_t, Pack);
+template at::Tensor kept_memory<uint8_t>(int64_t, Pack);
 
 template <typename T>
 at::Tensor pack_panels(const T* src, int64_t gates, int64_t H, int64_t K, int64_t gate_stride,

@@ -7,15 +7,21 @@
 // The weights are int8 with one float scale per output row (W ≈ q_w * scale_w).
 // The operand of each product, the layer's input or its running state, is
 // quantized a row at a time when it is known (the input before the step loop, the
-// state at the start of each step): symmetric int16 levels in [-Q, Q] with one
-// scale per row, Q as fine as int32 sums of K products allow (levels_for). The
-// products are exact int32 sums of int16 x int8 pairs (vpmaddwd), the tile is
+// state at the start of each step): symmetric levels in [-Q, Q] with one scale per
+// row. The products are exact int32 sums of level x weight products, the tile is
 // float(sum) * (scale_row * scale_w), and the rest is float32 as in the float
-// kernels. The integers do not depend on the instruction set or on the number of
-// threads, so neither do the results (up to the float math of the cells).
+// kernels. Two kinds of kernels, by what the CPU multiplies fastest:
+//   int16 levels (AVX2): Q as fine as int32 sums of K products allow (levels_for),
+//     pairs of int16 x int8 products (vpmaddwd);
+//   8-bit levels (AVX512-VNNI): Q = 127, stored as level + 128 in a uint8, quads of
+//     uint8 x int8 products (vpdpbusd, twice the products per instruction), the
+//     offset taken back out per column: sum (q + 128) w = sum q w + 128 sum w.
+// The integers do not depend on the number of threads, so neither do the results
+// (up to the float math of the cells); they depend on the kind of kernels.
 
 #include <algorithm>
 #include <cstdint>
+#include <limits>
 
 #include "fast_kernels.h"
 
@@ -23,30 +29,42 @@ namespace rnnkit {
 namespace cpu {
 namespace fast {
 
-// The largest level Q of the quantized operand of a K-long product: K products of
+// The largest level Q of the quantized operand of a K-long product: 127 for the
+// 8-bit kernels (depth 4); for the int16 ones (depth 2), as large as K products of
 // |level| <= Q with weights |q_w| <= 128 (torch's int8 weights may hold -128) sum
-// without overflowing int32, and Q fits int16.
-inline int32_t levels_for(int64_t K) {
+// without overflowing int32 allow, and Q fits int16.
+inline int32_t levels_for(int64_t K, int depth = 2) {
+  if (depth == 4) return 127;
   const int64_t bound = (int64_t{1} << 31) - 1;
   return static_cast<int32_t>(std::min<int64_t>(32767, bound / (128 * std::max<int64_t>(1, K))));
 }
 
-// A quantized operand: row b is levels q[b*Kp .. b*Kp + K) (zeros up to Kp, K
-// rounded up to even: the products take k in pairs) and the value of level l is
-// l * scale[b].
+// The most K a kernel of `depth` takes: the int32 sums of the 8-bit kernels,
+// K products of (level + 128) <= 255 with |q_w| <= 128, must not overflow.
+inline int64_t max_depth_for(int depth) {
+  return depth == 4 ? ((int64_t{1} << 31) - 1) / (255 * 128) : (int64_t{1} << 31) / 128;
+}
+
+// A quantized operand: row b is levels q[b*Kp .. b*Kp + K), the value of level l
+// l * scale[b], Kp K rounded up to the kernels' depth (the products take k in
+// pairs or quads) with level 0 up to Kp. The levels are int16_t for depth 2 and
+// uint8_t (level + 128) for depth 4.
 struct QuantizedRows {
-  const int16_t* q;
+  const void* q;
   const float* scale;
   int64_t Kp;
 };
 
-// int8 weights in the panels of fast_kernels.h, with rows k and k + 1 interleaved:
-// panel jb holds Kp / 2 pair rows of gates*U columns, column c's two weights side by
-// side (Kp * gates * U bytes per panel); scale holds the per-row scales of the
-// weights in the same column order, gates*U floats per block, zero past H.
+// int8 weights in the panels of fast_kernels.h, with `depth` rows k interleaved:
+// panel jb holds Kp / depth groups of gates*U columns, column c's `depth` weights
+// side by side (Kp * gates * U bytes per panel); scale holds the per-row scales of
+// the weights in the same column order, gates*U floats per block, zero past H;
+// offset (depth 4 only, else null) 128 * the sum of each column's weights, in the
+// same order.
 struct QuantizedPanels {
   const int8_t* packed;
   const float* scale;
+  const int32_t* offset;
   int64_t Kp;
 };
 
@@ -56,6 +74,13 @@ struct QuantizedPanels {
 struct QuantizedKernels {
   const char* name;
   int width;  // floats per vector: the units of a block (see fast_kernels.h)
+  int depth;  // values of k per weight group: 2 (int16 levels) or 4 (8-bit levels)
+  // Quantizes one row of K floats into levels q[0, Kp) of [-Q, Q] (level 0 past K),
+  // Q = levels_for(K, depth), and returns its scale: max |x| / Q; 0 for a row of
+  // zeros (or one below 1e-30), NaN when the row holds a NaN or an infinity (whose
+  // results are then NaN, as they would be in float). q: int16 levels for depth 2,
+  // uint8 ones (level + 128) for depth 4.
+  float (*quantize_row)(const float* x, int64_t K, int64_t Kp, void* q);
   void (*lstm_forward)(const LstmForwardArgsOf<float>&, const QuantizedRows& in,
                        const QuantizedPanels& w, int64_t t, const float* h_prev, float* h_next,
                        int64_t block);
@@ -76,6 +101,7 @@ struct QuantizedKernels {
 
 // Null when this build or this compiler lacks the instruction set.
 const QuantizedKernels* quantized_kernels_avx2();
+const QuantizedKernels* quantized_kernels_avx512_vnni();
 
 }  // namespace fast
 }  // namespace cpu

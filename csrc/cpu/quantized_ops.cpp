@@ -8,9 +8,11 @@
 #include <ATen/ops/empty.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <optional>
 #include <string>
 #include <tuple>
+#include <vector>
 
 #include "cpu_common.h"
 #include "quantized_path.h"
@@ -49,7 +51,7 @@ fast::Int8Matrix matrix(const Tensor& w, const Tensor& scale, const char* name,
   check_tensor(scale, scale_name, at::kFloat, {rows});
   TORCH_CHECK(w.is_contiguous() && scale.is_contiguous(), kOp, ": expected contiguous ", name,
               " and ", scale_name);
-  return {w.const_data_ptr<int8_t>(), scale.const_data_ptr<float>()};
+  return {w, scale};
 }
 
 std::tuple<Tensor, Tensor, Tensor> quantized_layer(
@@ -96,7 +98,7 @@ std::tuple<Tensor, Tensor, Tensor> quantized_layer(
   Tensor c = lstm ? c0->clone(at::MemoryFormat::Contiguous) : input.new_empty({0});
   Tensor output = at::empty({T, B, P}, input.options());
   if (T == 0 || B == 0) return {output, h, c};
-  const fast::QuantizedKernels* k = fast::quantized_select();
+  const fast::QuantizedKernels* k = fast::quantized_select(std::max({I, P, H}));
   TORCH_CHECK(k != nullptr, kOp,
               ": no compiled int8 kernels for this CPU (they need AVX2 and FMA, and "
               "RNNKIT_CPU_ISA=generic turns them off); the rnnkit.quantized modules run their "
@@ -141,9 +143,18 @@ TORCH_LIBRARY_FRAGMENT(rnnkit, m) {
       "quantized_layer(str mode, Tensor input, Tensor? lengths, Tensor h0, Tensor? c0, "
       "Tensor w_ih, Tensor s_ih, Tensor w_hh, Tensor s_hh, Tensor? b_ih, Tensor? b_hh, "
       "Tensor? w_hr, Tensor? s_hr, bool reverse) -> (Tensor output, Tensor h_n, Tensor c_n)");
-  // Whether quantized_layer has compiled kernels here now (see quantized_select).
-  m.def("_quantized_kernels() -> bool",
-        [] { return rnnkit::cpu::fast::quantized_select() != nullptr; });
+  // The name of the kernels quantized_layer runs now for products up to K long
+  // ("avx512_vnni", "avx2"; see quantized_select), "" where there are none.
+  m.def("_quantized_kernels(int K) -> str", [](int64_t K) -> std::string {
+    const rnnkit::cpu::fast::QuantizedKernels* k = rnnkit::cpu::fast::quantized_select(K);
+    return k ? k->name : "";
+  });
+  // The int8 panels kept between calls (quantized_pack.h): [entries, bytes], and a
+  // way to drop them.
+  m.def("_quantized_packed() -> int[]", []() -> std::vector<int64_t> {
+    return {rnnkit::cpu::fast::packed_int8_entries(), rnnkit::cpu::fast::packed_int8_bytes()};
+  });
+  m.def("_quantized_clear_packed() -> ()", [] { rnnkit::cpu::fast::clear_packed_int8(); });
 }
 
 TORCH_LIBRARY_IMPL(rnnkit, CPU, m) {

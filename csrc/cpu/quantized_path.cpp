@@ -7,14 +7,7 @@
 #include <ATen/ops/zeros.h>
 
 #include <algorithm>
-#include <cfloat>
-#include <cmath>
 #include <cstring>
-#include <limits>
-
-#if defined(__x86_64__) || defined(_M_X64)
-#include <immintrin.h>
-#endif
 
 #include "fast_path.h"
 
@@ -24,75 +17,32 @@ namespace fast {
 namespace {
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
-int64_t even(int64_t K) { return K + (K & 1); }
+// K rounded up to a multiple of the kernels' depth.
+int64_t padded(int64_t K, int64_t depth) { return (K + depth - 1) / depth * depth; }
 int64_t step_of(int64_t T, bool reverse, int64_t s) { return reverse ? T - 1 - s : s; }
 
 at::Tensor floats(int64_t n) {
   return at::empty({std::max<int64_t>(1, n)}, at::TensorOptions().dtype(at::kFloat));
 }
 
-// x rounded to the nearest integer, ties to even (the rounding of torch.round).
-inline int32_t round_even(float x) {
-#if defined(__x86_64__) || defined(_M_X64)
-  return _mm_cvtss_si32(_mm_set_ss(x));  // the default rounding mode: to nearest even
-#else
-  return static_cast<int32_t>(std::nearbyint(x));
-#endif
-}
-
-// A weight matrix in the int8 panels of quantized_kernels.h.
-struct PackedInt8 {
-  at::Tensor panels, scales;
-  int64_t Kp;
-  QuantizedPanels view() const {
-    return {panels.const_data_ptr<int8_t>(), scales.const_data_ptr<float>(), Kp};
-  }
-};
-
-// w [gates*H, K] (gate g's unit j in row g*H + j) in panels of U units.
-PackedInt8 pack_int8(Int8Matrix w, int64_t gates, int64_t H, int64_t K, int64_t U, Pack kind) {
-  const int64_t blocks = ceil_div(H, U), Kp = even(K), columns = gates * U;
-  const int64_t panel = Kp * columns;
-  at::Tensor panels = kept_memory<int8_t>(std::max<int64_t>(1, blocks * panel), kind);
-  at::Tensor scales = floats(blocks * columns);
-  int8_t* dst = panels.mutable_data_ptr<int8_t>();
-  float* sc = scales.mutable_data_ptr<float>();
-  const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 18) / std::max<int64_t>(1, panel));
-  at::parallel_for(0, blocks, grain, [&](int64_t begin, int64_t end) {
-    for (int64_t jb = begin; jb < end; ++jb) {
-      int8_t* out = dst + jb * panel;
-      std::memset(out, 0, static_cast<size_t>(panel));  // units past H, k = K when K is odd
-      const int64_t n = std::min(U, H - jb * U);
-      for (int64_t g = 0; g < gates; ++g) {
-        for (int64_t u = 0; u < U; ++u) {
-          const int64_t c = g * U + u;
-          sc[jb * columns + c] = u < n ? w.scale[g * H + jb * U + u] : 0.0f;
-          if (u >= n) continue;
-          const int8_t* src = w.q + (g * H + jb * U + u) * K;
-          for (int64_t k = 0; k < K; ++k) out[(k >> 1) * 2 * columns + 2 * c + (k & 1)] = src[k];
-        }
-      }
-    }
-  });
-  return {panels, scales, Kp};
-}
-
 // The quantized form of the B rows of a K-wide float operand, one copy per worker:
 // each worker quantizes the whole operand itself at the start of its round, which
 // costs it B*K roundings (against B*K*N multiply-adds of its share of the product)
 // and spares every step a round and its barrier.
+template <typename Level>
 struct RowQuantizer {
   int64_t rows, K, Kp;
   at::Tensor levels, scales;
-  RowQuantizer(int64_t rows_, int64_t K_, int64_t copies, Pack kind)
-      : rows(rows_), K(K_), Kp(even(K_)) {
-    levels = kept_memory<int16_t>(std::max<int64_t>(1, copies * rows * Kp), kind);
+  float (*quantize_row)(const float*, int64_t, int64_t, void*);
+  RowQuantizer(const QuantizedKernels& k, int64_t rows_, int64_t K_, int64_t copies, Pack kind)
+      : rows(rows_), K(K_), Kp(padded(K_, k.depth)), quantize_row(k.quantize_row) {
+    levels = kept_memory<Level>(std::max<int64_t>(1, copies * rows * Kp), kind);
     scales = floats(copies * rows);
   }
   void quantize(const float* x, int64_t row, int64_t copy = 0) {
     const int64_t r = copy * rows + row;
     scales.mutable_data_ptr<float>()[r] =
-        quantize_row(x + row * K, K, Kp, levels.mutable_data_ptr<int16_t>() + r * Kp);
+        quantize_row(x + row * K, K, Kp, levels.mutable_data_ptr<Level>() + r * Kp);
   }
   void quantize_all(const float* x, int64_t copy) {
     for (int64_t b = 0; b < rows; ++b) quantize(x, b, copy);
@@ -100,36 +50,40 @@ struct RowQuantizer {
   // From row `first` of copy `copy` on.
   QuantizedRows view(int64_t copy = 0, int64_t first = 0) const {
     const int64_t r = copy * rows + first;
-    return {levels.const_data_ptr<int16_t>() + r * Kp, scales.const_data_ptr<float>() + r, Kp};
+    return {levels.const_data_ptr<Level>() + r * Kp, scales.const_data_ptr<float>() + r, Kp};
   }
 };
 
-// The projection phases of an LSTM with proj_size: h_full quantized, then the
-// product with W_hr.
+// The projection phases of an LSTM with proj_size: h_full [B, H] (zeroed: the
+// projection also quantizes the rows of padded steps, and discards their
+// products, which the gate kernel does not write) quantized, then the product with
+// W_hr.
 struct QuantizedProjection {
-  LstmProjectArgsOf<float> args;
-  QuantizedPanels w_hr;
-  int64_t blocks;
-  RowQuantizer* h_full;
+  Int8Matrix w_hr;
+  int64_t P;
+  const int64_t* len;
+  float* h_full;
+  float* out;
 };
 
 // The forward of one layer direction, the quantized run_forward of fast_path.cpp:
-// packs W_hh and W_ih, quantizes the whole input, then runs the steps, each worker
-// quantizing the running state (K wide) before its blocks of the step's cell
-// kernel, which projects the input chunk by chunk like the float drivers. With
+// packs W_hh and W_ih (or finds them packed), quantizes the whole input, then runs
+// the steps, each worker quantizing the running state (K wide) before its blocks of
+// the step's cell kernel, which projects the input chunk by chunk like the float
+// drivers. With
 // `projected`, each step is two rounds, the second quantizing h_full and
-// projecting it.
-template <typename Args, typename Kernel>
+// projecting it. Level: the levels of the kernels `k` (see quantized_kernels.h).
+template <typename Level, typename Args, typename Kernel>
 void run_quantized(const QuantizedKernels& k, int64_t T_, int64_t B, int64_t H, int64_t K,
                    int64_t gates, int64_t U, bool reverse, const float* x, int64_t I,
                    Int8Matrix w_ih, const float* bias, Int8Matrix w_hh, float* h, Args a,
-                   Kernel kernel, const QuantizedProjection* projected = nullptr) {
-  const int64_t blocks = ceil_div(H, U);
-  const PackedInt8 hh = pack_int8(w_hh, gates, H, K, U, Pack::kRecurrent);
-  const PackedInt8 ih = pack_int8(w_ih, gates, H, I, U, Pack::kInput);
+                   Kernel kernel, const QuantizedProjection* projected) {
+  const int64_t blocks = ceil_div(H, U), depth = k.depth;
+  const PackedInt8 hh = packed_int8(w_hh, gates, H, K, U, depth);
+  const PackedInt8 ih = packed_int8(w_ih, gates, H, I, U, depth);
   const QuantizedPanels hh_panels = hh.view(), ih_panels = ih.view();
 
-  RowQuantizer input(T_ * B, I, 1, Pack::kQuantizedInput);
+  RowQuantizer<Level> input(k, T_ * B, I, 1, Pack::kQuantizedInput);
   at::parallel_for(0, T_ * B, 64, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) input.quantize(x, r);
   });
@@ -143,14 +97,24 @@ void run_quantized(const QuantizedKernels& k, int64_t T_, int64_t B, int64_t H, 
   float* state[2] = {h, other.mutable_data_ptr<float>()};
   a.gx = chunk.const_data_ptr<float>();
 
+  // The projection's panels and arguments (h_prev, h_next: the state's).
+  const int64_t PU = kPlainVectors * k.width;
+  PackedInt8 hr;
+  LstmProjectArgsOf<float> project_args{};
+  if (projected) {
+    hr = packed_int8(projected->w_hr, 1, projected->P, H, PU, depth);
+    project_args = {B, H, projected->P, nullptr, projected->len, projected->h_full,
+                    projected->out};
+  }
+  const QuantizedPanels hr_panels = projected ? hr.view() : QuantizedPanels{};
+
   const int64_t rounds = projected ? 2 : 1;
-  const int64_t round_blocks[2] = {blocks, projected ? projected->blocks : 0};
+  const int64_t round_blocks[2] = {blocks, projected ? ceil_div(projected->P, PU) : 0};
   int64_t step_flops = B * gates * H * (K + I);
-  if (projected) step_flops += B * H * projected->args.P;
+  if (projected) step_flops += B * H * projected->P;
   const int64_t workers = workers_for(std::max(blocks, round_blocks[1]), step_flops);
-  RowQuantizer state_rows(B, K, workers, Pack::kQuantizedState);
-  RowQuantizer* h_full = projected ? projected->h_full : nullptr;
-  if (h_full) *h_full = RowQuantizer(B, H, workers, Pack::kQuantizedHidden);
+  RowQuantizer<Level> state_rows(k, B, K, workers, Pack::kQuantizedState);
+  RowQuantizer<Level> h_full(k, projected ? B : 0, H, workers, Pack::kQuantizedHidden);
   // The worker that runs block jb of n (run_rounds gives worker w blocks
   // [n*w/workers, n*(w+1)/workers)): the last one whose range starts at or before jb.
   auto worker_of = [&](int64_t n, int64_t jb) { return ((jb + 1) * workers - 1) / n; };
@@ -171,53 +135,55 @@ void run_quantized(const QuantizedKernels& k, int64_t T_, int64_t B, int64_t H, 
           step.gx_t0 = t0;
           kernel(step, state_rows.view(w), hh_panels, t, h_prev, h_next, jb);
         } else {
-          k.lstm_project(projected->args, h_full->view(w), projected->w_hr, t, h_prev, h_next,
-                         jb);
+          k.lstm_project(project_args, h_full.view(w), hr_panels, t, h_prev, h_next, jb);
         }
       },
       [&](int64_t it, int64_t w) {
         if (it % rounds == 0) {
           state_rows.quantize_all(state[(it / rounds) & 1], w);
         } else {
-          h_full->quantize_all(projected->args.h_full, w);
+          h_full.quantize_all(projected->h_full, w);
         }
       });
   if ((T_ & 1) && B * K > 0) std::memcpy(h, state[1], sizeof(float) * B * K);
 }
 
+// run_quantized with the levels of the kernels `k`.
+template <typename Args, typename Kernel>
+void run_layer(const QuantizedKernels& k, int64_t T_, int64_t B, int64_t H, int64_t K,
+               int64_t gates, int64_t U, bool reverse, const float* x, int64_t I,
+               Int8Matrix w_ih, const float* bias, Int8Matrix w_hh, float* h, Args a,
+               Kernel kernel, const QuantizedProjection* projected = nullptr) {
+  if (k.depth == 4) {
+    run_quantized<uint8_t>(k, T_, B, H, K, gates, U, reverse, x, I, w_ih, bias, w_hh, h, a,
+                           kernel, projected);
+  } else {
+    run_quantized<int16_t>(k, T_, B, H, K, gates, U, reverse, x, I, w_ih, bias, w_hh, h, a,
+                           kernel, projected);
+  }
+}
+
 }  // namespace
 
-const QuantizedKernels* quantized_select() {
+const QuantizedKernels* quantized_select(int64_t K) {
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
   static const QuantizedKernels* const avx2 =
       __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") ? quantized_kernels_avx2()
                                                                       : nullptr;
+  static const QuantizedKernels* const vnni =
+      __builtin_cpu_supports("avx512vnni") ? quantized_kernels_avx512_vnni() : nullptr;
 #else
   static const QuantizedKernels* const avx2 = nullptr;
+  static const QuantizedKernels* const vnni = nullptr;
 #endif
-  // select() reads RNNKIT_CPU_ISA: "generic" turns the compiled kernels off.
-  return select() ? avx2 : nullptr;
-}
-
-float quantize_row(const float* x, int64_t K, int64_t Kp, int16_t* q) {
-  float top = 0.0f;
-  bool finite = true;
-  for (int64_t k = 0; k < K; ++k) {
-    const float a = std::fabs(x[k]);
-    finite = finite && a <= FLT_MAX;
-    top = std::max(top, a);
+  // select() reads RNNKIT_CPU_ISA: "generic" turns the compiled kernels off, "avx2"
+  // keeps to AVX2's; it answers AVX-512 only on a CPU that has it.
+  const Kernels* floats = select();
+  if (floats == nullptr) return nullptr;
+  if (vnni && std::strcmp(floats->name, "avx512") == 0 && K <= max_depth_for(vnni->depth)) {
+    return vnni;
   }
-  if (!finite || top < 1e-30f) {
-    std::fill(q, q + Kp, int16_t{0});
-    return finite ? 0.0f : std::numeric_limits<float>::quiet_NaN();
-  }
-  const int32_t Q = levels_for(K);
-  const float inv = static_cast<float>(Q) / top;
-  for (int64_t k = 0; k < K; ++k) {
-    q[k] = static_cast<int16_t>(std::clamp(round_even(x[k] * inv), -Q, Q));
-  }
-  std::fill(q + K, q + Kp, int16_t{0});
-  return top / static_cast<float>(Q);
+  return avx2;
 }
 
 void quantized_lstm_forward(const QuantizedKernels& k, int64_t T_, int64_t B, int64_t H,
@@ -226,32 +192,25 @@ void quantized_lstm_forward(const QuantizedKernels& k, int64_t T_, int64_t B, in
                             const Int8Matrix* w_hr, float* h, float* c, float* out) {
   const int64_t W = k.width;
   if (w_hr == nullptr) {
-    run_quantized(k, T_, B, H, H, 4, W, reverse, x, I, w_ih, bias, w_hh, h,
-                  LstmForwardArgsOf<float>{B, H, H, nullptr, nullptr, 0, len, c, out, nullptr,
-                                           nullptr},
-                  k.lstm_forward);
+    run_layer(k, T_, B, H, H, 4, W, reverse, x, I, w_ih, bias, w_hh, h,
+              LstmForwardArgsOf<float>{B, H, H, nullptr, nullptr, 0, len, c, out, nullptr,
+                                       nullptr},
+              k.lstm_forward);
     return;
   }
-  const int64_t U = kPlainVectors * W;
-  const PackedInt8 hr = pack_int8(*w_hr, 1, P, H, U, Pack::kProjection);
-  // Zeroed: the projection also quantizes the rows of padded steps (and discards
-  // their products), which the gate kernel does not write.
   const at::Tensor h_full = at::zeros({std::max<int64_t>(1, B * H)}, at::kFloat);
-  RowQuantizer h_full_rows(0, H, 0, Pack::kQuantizedHidden);  // sized by run_quantized
-  const QuantizedProjection projected{
-      LstmProjectArgsOf<float>{B, H, P, nullptr, len, h_full.const_data_ptr<float>(), out},
-      hr.view(), ceil_div(P, U), &h_full_rows};
-  run_quantized(k, T_, B, H, P, 4, W, reverse, x, I, w_ih, bias, w_hh, h,
-                LstmForwardArgsOf<float>{B, H, P, nullptr, nullptr, 0, len, c, nullptr, nullptr,
-                                         h_full.mutable_data_ptr<float>()},
-                k.lstm_forward, &projected);
+  const QuantizedProjection projected{*w_hr, P, len, h_full.mutable_data_ptr<float>(), out};
+  run_layer(k, T_, B, H, P, 4, W, reverse, x, I, w_ih, bias, w_hh, h,
+            LstmForwardArgsOf<float>{B, H, P, nullptr, nullptr, 0, len, c, nullptr, nullptr,
+                                     h_full.mutable_data_ptr<float>()},
+            k.lstm_forward, &projected);
 }
 
 void quantized_gru_forward(const QuantizedKernels& k, int64_t T_, int64_t B, int64_t H,
                            bool reverse, const int64_t* len, const float* x, int64_t I,
                            Int8Matrix w_ih, const float* bias, Int8Matrix w_hh,
                            const float* b_hn, float* h, float* out) {
-  run_quantized(k, T_, B, H, H, 3, k.width, reverse, x, I, w_ih, bias, w_hh, h,
+  run_layer(k, T_, B, H, H, 3, k.width, reverse, x, I, w_ih, bias, w_hh, h,
                 GruForwardArgsOf<float>{B, H, nullptr, nullptr, 0, b_hn, len, out, nullptr},
                 k.gru_forward);
 }
@@ -260,7 +219,7 @@ void quantized_rnn_forward(const QuantizedKernels& k, int64_t T_, int64_t B, int
                            bool reverse, bool relu, const int64_t* len, const float* x,
                            int64_t I, Int8Matrix w_ih, const float* bias, Int8Matrix w_hh,
                            float* h, float* out) {
-  run_quantized(k, T_, B, H, H, 1, kPlainVectors * k.width, reverse, x, I, w_ih, bias, w_hh, h,
+  run_layer(k, T_, B, H, H, 1, kPlainVectors * k.width, reverse, x, I, w_ih, bias, w_hh, h,
                 RnnForwardArgsOf<float>{B, H, relu, nullptr, nullptr, 0, len, out},
                 k.rnn_forward);
 }

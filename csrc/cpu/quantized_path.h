@@ -8,26 +8,17 @@
 #include <cstdint>
 
 #include "quantized_kernels.h"
+#include "quantized_pack.h"
 
 namespace rnnkit {
 namespace cpu {
 namespace fast {
 
-// The kernels the quantized layers use now (AVX2 wherever the CPU has it, unless
-// RNNKIT_CPU_ISA is "generic"), or null: no compiled path.
-const QuantizedKernels* quantized_select();
-
-// An int8 weight matrix [rows, K] with its per-row scales.
-struct Int8Matrix {
-  const int8_t* q;
-  const float* scale;
-};
-
-// Quantizes one row of K floats into levels q[0, Kp) of [-Q, Q], Q = levels_for(K)
-// (zeros past K), and returns its scale: max |x| / Q; 0 for a row of zeros (or
-// one below 1e-30), NaN when the row holds a NaN or an infinity (whose results
-// are then NaN, as they would be in float).
-float quantize_row(const float* x, int64_t K, int64_t Kp, int16_t* q);
+// The kernels the quantized layers use now for products up to K long: the 8-bit
+// AVX512-VNNI ones where the CPU has them and the float kernels run AVX-512 (see
+// select() and RNNKIT_CPU_ISA) and K allows, else AVX2's int16 ones wherever the
+// CPU has AVX2 and RNNKIT_CPU_ISA is not "generic", else null: no compiled path.
+const QuantizedKernels* quantized_select(int64_t K);
 
 // bias: what the float drivers fold into the input projection (b_ih + b_hh; for
 // the GRU b_ih + b_hh with its n part left out, which b_hn adds), or null.

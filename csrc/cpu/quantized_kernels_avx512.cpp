@@ -1,0 +1,98 @@
+// The int8 step kernels of quantized_kernels.h for AVX-512 with VNNI: 8-bit levels
+// in quads of uint8 x int8 products (vpdpbusd, 64 per instruction against 16
+// float multiply-adds), with the cell math and register tiles of the AVX-512 float
+// kernels (avx512_vectors_impl.h). Its own file because its target adds
+// avx512vnni, which the float kernels must not assume; only the functions below
+// are compiled for it, and the caller checks that the CPU has it.
+
+#include "fast_kernels.h"
+#include "quantized_kernels.h"
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+
+#include <immintrin.h>
+
+// Everything from here to the end of the kernels under the target as a whole (see
+// fast_kernels_avx512.cpp for why), cells.h's only include first.
+#include <cmath>
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,avx512vnni,avx2,fma"))), apply_to = function)
+#else
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512vl,avx512bw,avx512dq,avx512vnni,avx2,fma")
+#endif
+#include "rnnkit/cells.h"
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"  // as in fast_kernels_avx512.cpp
+#endif
+
+#define RNNKIT_TARGET \
+  __attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,avx512vnni,avx2,fma")))
+
+namespace rnnkit {
+namespace cpu {
+namespace fast {
+namespace avx512_vnni {
+
+#include "avx512_vectors_impl.h"
+
+constexpr const char* kName = "avx512_vnni";
+
+// Integers: 8-bit levels stored as level + 128 (vpdpbusd multiplies unsigned
+// bytes by signed ones).
+using Level = uint8_t;
+using IVec = __m512i;
+RNNKIT_TARGET static inline IVec izero() { return _mm512_setzero_si512(); }
+RNNKIT_TARGET static inline IVec ild(const int8_t* p) { return _mm512_loadu_si512(p); }
+RNNKIT_TARGET static inline IVec ibcast(const uint8_t* p) {
+  int32_t quad;
+  __builtin_memcpy(&quad, p, sizeof(quad));
+  return _mm512_set1_epi32(quad);
+}
+RNNKIT_TARGET static inline IVec idot(IVec a, IVec b, IVec c) {
+  return _mm512_dpbusd_epi32(c, a, b);
+}
+RNNKIT_TARGET static inline void ist(int32_t* p, IVec v) { _mm512_storeu_si512(p, v); }
+RNNKIT_TARGET static inline void isub_offset(int32_t* p, const int32_t* o) {
+  _mm512_storeu_si512(p, _mm512_sub_epi32(_mm512_loadu_si512(p), _mm512_loadu_si512(o)));
+}
+RNNKIT_TARGET static inline Vec vitof(const int32_t* p) {
+  return _mm512_cvtepi32_ps(_mm512_loadu_si512(p));
+}
+RNNKIT_TARGET static inline void ist_levels(uint8_t* p, Vec v, int n) {
+  // level + 128 is in [1, 255]: vpmovdb's truncation to a byte keeps it.
+  const __m512i i = _mm512_add_epi32(_mm512_cvtps_epi32(v), _mm512_set1_epi32(128));
+  _mm512_mask_cvtepi32_storeu_epi8(p, first_n(n), i);
+}
+
+// The float kernels' step functions and microkernel (their table goes unused here).
+#include "fast_kernels_impl.h"
+#include "quantized_kernels_impl.h"
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
+#pragma GCC pop_options
+#endif
+
+}  // namespace avx512_vnni
+
+const QuantizedKernels* quantized_kernels_avx512_vnni() {
+  return &avx512_vnni::kQuantizedKernels;
+}
+
+}  // namespace fast
+}  // namespace cpu
+}  // namespace rnnkit
+
+#else
+
+namespace rnnkit {
+namespace cpu {
+namespace fast {
+const QuantizedKernels* quantized_kernels_avx512_vnni() { return nullptr; }
+}  // namespace fast
+}  // namespace cpu
+}  // namespace rnnkit
+
+#endif

@@ -9,7 +9,8 @@ float32(sum) * (row scale * weight scale); everything else is float32, as in the
 float layer. Q depends on the kernels, by what the CPU multiplies fastest
 (`levels(K, depth)`):
 - AVX512-VNNI (depth 4): 8-bit levels, Q = 127, in quads of uint8 x int8 products
-  (vpdpbusd), twice the products per instruction of
+  (vpdpbusd), or in AMX tiles (tdpbusd) where the CPU has AMX-INT8, the same
+  integers; twice the products per instruction of
 - AVX2 (depth 2): int16 levels, Q as fine as exact int32 sums of K products allow
   (32767 up to K = 512, 16383 at K = 1024, ...), in pairs of int16 x int8 products
   (vpmaddwd).
@@ -74,7 +75,7 @@ def levels(K: int, depth: int = 2) -> int:
 def depth_of(kernels: str) -> int:
     """The depth of the kernels named `kernels` (see `kernels`): 4 for the 8-bit ones,
     2 for the int16 ones and the reference."""
-    return 4 if kernels == "avx512_vnni" else 2
+    return 4 if kernels in ("avx512_vnni", "avx512_amx") else 2
 
 
 def quantize_rows(x: Tensor, depth: int = 2) -> tuple[Tensor, Tensor]:
@@ -85,7 +86,10 @@ def quantize_rows(x: Tensor, depth: int = 2) -> tuple[Tensor, Tensor]:
     finite = torch.isfinite(x).all(dim=-1, keepdim=True)
     live = finite & (top >= 1e-30)
     safe_top = torch.where(live, top, torch.ones_like(top))
-    q = torch.round(x * (Q / safe_top)).clamp_(-Q, Q)
+    # Q / top as one float32 division, like the kernels (the scalar-first `Q / t`
+    # is t.reciprocal() * Q: another rounding, which moves a level now and then).
+    inv = torch.full_like(safe_top, float(Q)) / safe_top
+    q = torch.round(x * inv).clamp_(-Q, Q)
     q = torch.where(live, q, torch.zeros_like(q))
     scale = torch.where(live, safe_top / Q, torch.zeros_like(top))
     scale = torch.where(finite, scale, torch.full_like(top, float("nan")))
@@ -154,7 +158,7 @@ def reference_layer(mode: str, input: Tensor, lengths: Tensor | None, h0: Tensor
 @torch.compiler.assume_constant_result
 def kernels(K: int) -> str:
     """The name of the compiled kernels rnnkit::quantized_layer runs here for
-    products up to K long ("avx512_vnni", "avx2"), "" where it has none (a constant
+    products up to K long ("avx512_amx", "avx512_vnni", "avx2"), "" where it has none (a constant
     for torch.compile: RNNKIT_CPU_ISA is read when a graph is traced)."""
     if not _extension.loaded():
         return ""

@@ -8,13 +8,15 @@
 using Vec = __m512;
 constexpr int W = 16;
 // Register tiles (TileShape in fast_kernels_impl.h): 6 rows x 4 vectors, 8 x 3.
-// The int8 kernels take the same: one block of 8 rows x 2 vectors measured slower
-// at B = 8 than two of 4 x 4.
+// The VNNI kernels take the same: one block of 8 rows x 2 vectors measured slower
+// at B = 8 than two of 4 x 4. (The AMX kernels set their own.)
+#if !defined(RNNKIT_AMX_TILES)
 constexpr int kRows4 = 6;
 constexpr int kPass4 = 4;
 constexpr int kRows3 = 8;
 constexpr int kPass3 = 3;
 constexpr int kWideRows = 6;
+#endif
 
 RNNKIT_TARGET static inline __mmask16 first_n(int n) {
   return static_cast<__mmask16>((1u << n) - 1u);

@@ -183,6 +183,8 @@ RNNKIT_TARGET static inline void ist_levels(int16_t* p, Vec v, int n) {
 }
 
 #include "fast_kernels_impl.h"
+constexpr int kKAlign = 2;
+constexpr void (*kBeginThread)() = nullptr;
 #include "quantized_kernels_impl.h"
 #if defined(__clang__)
 #pragma clang attribute pop

@@ -71,8 +71,10 @@ const Kernels* select() {
   }
   if (want == "generic") return nullptr;
   if (want == "avx2") return avx2;
-  TORCH_CHECK(want == "auto" || want.empty() || want == "avx512",
-              "RNNKIT_CPU_ISA must be one of auto, avx512, avx2, generic; got '", want, "'");
+  // avx512_vnni: AVX-512, and the int8 layers' VNNI kernels rather than AMX's.
+  TORCH_CHECK(want == "auto" || want.empty() || want == "avx512" || want == "avx512_vnni",
+              "RNNKIT_CPU_ISA must be one of auto, avx512, avx512_vnni, avx2, generic; got '",
+              want, "'");
   return avx512 ? avx512 : avx2;
 }
 

@@ -15,7 +15,9 @@
 //     pairs of int16 x int8 products (vpmaddwd);
 //   8-bit levels (AVX512-VNNI): Q = 127, stored as level + 128 in a uint8, quads of
 //     uint8 x int8 products (vpdpbusd, twice the products per instruction), the
-//     offset taken back out per column: sum (q + 128) w = sum q w + 128 sum w.
+//     offset taken back out per column: sum (q + 128) w = sum q w + 128 sum w;
+//   the same 8-bit levels and panels in AMX tiles (tdpbusd, 16 x 16 x 64 products
+//     per instruction) where the CPU has AMX-INT8: the same integers.
 // The integers do not depend on the number of threads, so neither do the results
 // (up to the float math of the cells); they depend on the kind of kernels.
 
@@ -46,9 +48,10 @@ inline int64_t max_depth_for(int depth) {
 }
 
 // A quantized operand: row b is levels q[b*Kp .. b*Kp + K), the value of level l
-// l * scale[b], Kp K rounded up to the kernels' depth (the products take k in
-// pairs or quads) with level 0 up to Kp. The levels are int16_t for depth 2 and
-// uint8_t (level + 128) for depth 4.
+// l * scale[b], Kp K rounded up to the kernels' alignment (the products take k in
+// pairs, quads or AMX tiles of 64) with level 0 up to Kp. The levels are int16_t
+// for depth 2 and uint8_t (level + 128) for depth 4. AMX's kernels read whole
+// tiles of 16 rows: the rows' memory goes on for kTileRows rows past the last.
 struct QuantizedRows {
   const void* q;
   const float* scale;
@@ -75,6 +78,10 @@ struct QuantizedKernels {
   const char* name;
   int width;  // floats per vector: the units of a block (see fast_kernels.h)
   int depth;  // values of k per weight group: 2 (int16 levels) or 4 (8-bit levels)
+  int align;  // K padded to a multiple of this (depth, or AMX's tile depth of 64)
+  // Called by each thread before its first kernel of a layer call, or null (AMX
+  // loads its tile configuration there).
+  void (*begin_thread)();
   // Quantizes one row of K floats into levels q[0, Kp) of [-Q, Q] (level 0 past K),
   // Q = levels_for(K, depth), and returns its scale: max |x| / Q; 0 for a row of
   // zeros (or one below 1e-30), NaN when the row holds a NaN or an infinity (whose
@@ -102,6 +109,10 @@ struct QuantizedKernels {
 // Null when this build or this compiler lacks the instruction set.
 const QuantizedKernels* quantized_kernels_avx2();
 const QuantizedKernels* quantized_kernels_avx512_vnni();
+const QuantizedKernels* quantized_kernels_amx();
+
+// The rows of an AMX tile: the padding of every quantized operand's rows.
+constexpr int64_t kTileRows = 16;
 
 }  // namespace fast
 }  // namespace cpu

@@ -13,6 +13,11 @@
 //   vitof(p)             the W int32 at p as floats
 //   ist_levels(p, v, n)  the first n lanes of v (integral floats in [-Q, Q]) as
 //                        Levels at p (plus 128 for uint8 levels)
+//   kKAlign, kBeginThread  QuantizedKernels' align and begin_thread
+//   amx_sums<PV>(A, K, panel, sums), kVnniRows
+//                        with RNNKIT_AMX_TILES defined: the sums of 16 rows in AMX
+//                        tiles, for row blocks of more than kVnniRows rows (fewer
+//                        take the vpdpbusd microkernel)
 // Like fast_kernels_impl.h, no header may be included here.
 
 // ------------------------------------------------------------------ lanes
@@ -36,6 +41,22 @@ struct Int8Lanes {
 
 // ------------------------------------------------------------------ product
 
+// The int32 sums of m rows of levels A (K apart) with a block's panel of PV
+// vectors, into sums (rows of PV*W, TileShape<PV>::rows of them).
+template <int PV>
+RNNKIT_TARGET static inline void quantized_sums(int m, const Level* A, int64_t K,
+                                                const int8_t* panel, int32_t* sums) {
+#if defined(RNNKIT_AMX_TILES)
+  if (m > kVnniRows) {
+    amx_sums<PV>(A, K, panel, sums);  // all 16 rows of the tile; the caller reads m
+    return;
+  }
+  micro_rows<Int8Lanes, PV, PV, kVnniRows>(m, K, A, K, panel, sums);
+#else
+  panel_product<Int8Lanes, PV>(m, K, A, K, panel, sums);
+#endif
+}
+
 // The product of the step kernels (see PanelProduct) for a panel of PV vectors:
 // the int32 sums of the quantized rows with the block's int8 panel (less the
 // columns' offsets for 8-bit levels), then tile = float(sum) * (row scale * column
@@ -49,7 +70,7 @@ struct QuantizedProduct {
   RNNKIT_TARGET void operator()(int64_t b0, int m, float* tile) const {
     alignas(64) int32_t sums[tile_size<Int8Lanes, PV>()];
     const Level* levels = static_cast<const Level*>(in.q);
-    panel_product<Int8Lanes, PV>(m, in.Kp, levels + b0 * in.Kp, in.Kp, panel, sums);
+    quantized_sums<PV>(m, levels + b0 * in.Kp, in.Kp, panel, sums);
     if constexpr (Int8Lanes::kDepth == 4) {
       for (int i = 0; i < m; ++i)
         for (int v = 0; v < PV; ++v) isub_offset(sums + i * PV * W + v * W, offset + v * W);
@@ -158,6 +179,8 @@ static const QuantizedKernels kQuantizedKernels = {
     kName,
     W,
     Int8Lanes::kDepth,
+    kKAlign,
+    kBeginThread,
     &quantize_levels,
     &quantized_lstm_forward,
     &quantized_gru_forward,

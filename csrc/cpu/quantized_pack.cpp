@@ -48,10 +48,10 @@ void pack_block(const Int8Matrix& w, int64_t gates, int64_t H, int64_t K, int64_
 }
 
 PackedInt8 pack_now(const Int8Matrix& w, int64_t gates, int64_t H, int64_t K, int64_t U,
-                    int64_t depth) {
+                    int64_t depth, int64_t align) {
   const int64_t blocks = ceil_div(H, U), columns = gates * U;
   PackedInt8 p;
-  p.Kp = (K + depth - 1) / depth * depth;
+  p.Kp = (K + align - 1) / align * align;
   const int64_t panel = p.Kp * columns;
   p.panels = at::empty({std::max<int64_t>(1, blocks * panel)}, at::kChar);
   p.scales = at::empty({std::max<int64_t>(1, blocks * columns)}, at::kFloat);
@@ -83,7 +83,7 @@ struct Entry {
   uint32_t weight_version, scale_version;
   const void* weight_data;
   const void* scale_data;
-  int64_t gates, H, K, U, depth;
+  int64_t gates, H, K, U, depth, align;
   PackedInt8 packed;
   int64_t bytes() const {
     return static_cast<int64_t>(packed.panels.nbytes() + packed.scales.nbytes() +
@@ -91,10 +91,10 @@ struct Entry {
   }
   // Whether this is the packing of w in this layout (current or not).
   bool of(const Int8Matrix& w, int64_t gates_, int64_t H_, int64_t K_, int64_t U_,
-          int64_t depth_) const {
+          int64_t depth_, int64_t align_) const {
     return weight._unsafe_get_target() == w.weight.unsafeGetTensorImpl() &&
            scale._unsafe_get_target() == w.scale.unsafeGetTensorImpl() && gates == gates_ &&
-           H == H_ && K == K_ && U == U_ && depth == depth_;
+           H == H_ && K == K_ && U == U_ && depth == depth_ && align == align_;
   }
   bool live() const { return !weight.expired() && !scale.expired(); }
 };
@@ -138,14 +138,14 @@ bool keepable(const Int8Matrix& w) {
 }  // namespace
 
 PackedInt8 packed_int8(const Int8Matrix& w, int64_t gates, int64_t H, int64_t K, int64_t U,
-                       int64_t depth) {
-  if (!keepable(w)) return pack_now(w, gates, H, K, U, depth);
+                       int64_t depth, int64_t align) {
+  if (!keepable(w)) return pack_now(w, gates, H, K, U, depth, align);
   const uint32_t wv = w.weight._version(), sv = w.scale._version();
   Cache& c = cache();
   {
     std::lock_guard<std::mutex> lock(c.mutex);
     for (auto it = c.entries.begin(); it != c.entries.end(); ++it) {
-      if (!it->of(w, gates, H, K, U, depth)) continue;
+      if (!it->of(w, gates, H, K, U, depth, align)) continue;
       if (it->live() && it->weight_version == wv && it->scale_version == sv &&
           it->weight_data == w.weight.const_data_ptr() &&
           it->scale_data == w.scale.const_data_ptr()) {
@@ -169,11 +169,12 @@ PackedInt8 packed_int8(const Int8Matrix& w, int64_t gates, int64_t H, int64_t K,
           K,
           U,
           depth,
-          pack_now(w, gates, H, K, U, depth)};
+          align,
+          pack_now(w, gates, H, K, U, depth, align)};
   const PackedInt8 packed = e.packed;
   std::lock_guard<std::mutex> lock(c.mutex);
   for (auto it = c.entries.begin(); it != c.entries.end(); ++it) {
-    if (it->of(w, gates, H, K, U, depth)) {
+    if (it->of(w, gates, H, K, U, depth, align)) {
       c.erase(it);  // another thread's packing of the same weights meanwhile
       break;
     }

@@ -41,10 +41,10 @@ struct PackedInt8 {
 };
 
 // w [gates*H, K] (gate g's unit j in row g*H + j) in panels of U units, `depth`
-// values of k side by side: the kept panels when there are, else packed now (and
-// kept).
+// values of k side by side, K padded to a multiple of `align`: the kept panels
+// when there are, else packed now (and kept).
 PackedInt8 packed_int8(const Int8Matrix& w, int64_t gates, int64_t H, int64_t K, int64_t U,
-                       int64_t depth);
+                       int64_t depth, int64_t align);
 
 // The kept panels: how many and their bytes (for the tests), and a way to drop
 // them all.

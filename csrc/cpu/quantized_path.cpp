@@ -7,7 +7,9 @@
 #include <ATen/ops/zeros.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
+#include <vector>
 
 #include "fast_path.h"
 
@@ -17,7 +19,7 @@ namespace fast {
 namespace {
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
-// K rounded up to a multiple of the kernels' depth.
+// K rounded up to a multiple of the kernels' alignment.
 int64_t padded(int64_t K, int64_t depth) { return (K + depth - 1) / depth * depth; }
 int64_t step_of(int64_t T, bool reverse, int64_t s) { return reverse ? T - 1 - s : s; }
 
@@ -35,8 +37,9 @@ struct RowQuantizer {
   at::Tensor levels, scales;
   float (*quantize_row)(const float*, int64_t, int64_t, void*);
   RowQuantizer(const QuantizedKernels& k, int64_t rows_, int64_t K_, int64_t copies, Pack kind)
-      : rows(rows_), K(K_), Kp(padded(K_, k.depth)), quantize_row(k.quantize_row) {
-    levels = kept_memory<Level>(std::max<int64_t>(1, copies * rows * Kp), kind);
+      : rows(rows_), K(K_), Kp(padded(K_, k.align)), quantize_row(k.quantize_row) {
+    // kTileRows rows more: AMX's kernels load whole tiles (see quantized_kernels.h).
+    levels = kept_memory<Level>((copies * rows + kTileRows) * Kp, kind);
     scales = floats(copies * rows);
   }
   void quantize(const float* x, int64_t row, int64_t copy = 0) {
@@ -78,9 +81,9 @@ void run_quantized(const QuantizedKernels& k, int64_t T_, int64_t B, int64_t H, 
                    int64_t gates, int64_t U, bool reverse, const float* x, int64_t I,
                    Int8Matrix w_ih, const float* bias, Int8Matrix w_hh, float* h, Args a,
                    Kernel kernel, const QuantizedProjection* projected) {
-  const int64_t blocks = ceil_div(H, U), depth = k.depth;
-  const PackedInt8 hh = packed_int8(w_hh, gates, H, K, U, depth);
-  const PackedInt8 ih = packed_int8(w_ih, gates, H, I, U, depth);
+  const int64_t blocks = ceil_div(H, U), depth = k.depth, align = k.align;
+  const PackedInt8 hh = packed_int8(w_hh, gates, H, K, U, depth, align);
+  const PackedInt8 ih = packed_int8(w_ih, gates, H, I, U, depth, align);
   const QuantizedPanels hh_panels = hh.view(), ih_panels = ih.view();
 
   RowQuantizer<Level> input(k, T_ * B, I, 1, Pack::kQuantizedInput);
@@ -102,7 +105,7 @@ void run_quantized(const QuantizedKernels& k, int64_t T_, int64_t B, int64_t H, 
   PackedInt8 hr;
   LstmProjectArgsOf<float> project_args{};
   if (projected) {
-    hr = packed_int8(projected->w_hr, 1, projected->P, H, PU, depth);
+    hr = packed_int8(projected->w_hr, 1, projected->P, H, PU, depth, align);
     project_args = {B, H, projected->P, nullptr, projected->len, projected->h_full,
                     projected->out};
   }
@@ -118,6 +121,7 @@ void run_quantized(const QuantizedKernels& k, int64_t T_, int64_t B, int64_t H, 
   // The worker that runs block jb of n (run_rounds gives worker w blocks
   // [n*w/workers, n*(w+1)/workers)): the last one whose range starts at or before jb.
   auto worker_of = [&](int64_t n, int64_t jb) { return ((jb + 1) * workers - 1) / n; };
+  std::vector<char> begun(static_cast<size_t>(workers), 0);  // begin_thread called
   run_rounds(
       T_ * rounds, workers, [&](int64_t it) { return round_blocks[it % rounds]; },
       [&](int64_t it, int64_t jb) {
@@ -139,6 +143,10 @@ void run_quantized(const QuantizedKernels& k, int64_t T_, int64_t B, int64_t H, 
         }
       },
       [&](int64_t it, int64_t w) {
+        if (k.begin_thread && !begun[w]) {
+          k.begin_thread();
+          begun[w] = 1;
+        }
         if (it % rounds == 0) {
           state_rows.quantize_all(state[(it / rounds) & 1], w);
         } else {
@@ -172,16 +180,22 @@ const QuantizedKernels* quantized_select(int64_t K) {
                                                                       : nullptr;
   static const QuantizedKernels* const vnni =
       __builtin_cpu_supports("avx512vnni") ? quantized_kernels_avx512_vnni() : nullptr;
+  static const QuantizedKernels* const amx = vnni ? quantized_kernels_amx() : nullptr;
 #else
   static const QuantizedKernels* const avx2 = nullptr;
   static const QuantizedKernels* const vnni = nullptr;
+  static const QuantizedKernels* const amx = nullptr;
 #endif
   // select() reads RNNKIT_CPU_ISA: "generic" turns the compiled kernels off, "avx2"
-  // keeps to AVX2's; it answers AVX-512 only on a CPU that has it.
+  // keeps to AVX2's; it answers AVX-512 only on a CPU that has it; "avx512_vnni"
+  // keeps the int8 layers off AMX.
   const Kernels* floats = select();
   if (floats == nullptr) return nullptr;
   if (vnni && std::strcmp(floats->name, "avx512") == 0 && K <= max_depth_for(vnni->depth)) {
-    return vnni;
+    const char* env = std::getenv("RNNKIT_CPU_ISA");
+    const bool no_amx = env && (std::strcmp(env, "avx512_vnni") == 0 ||
+                                std::strcmp(env, "AVX512_VNNI") == 0);
+    return amx && !no_amx ? amx : vnni;
   }
   return avx2;
 }

@@ -9,8 +9,9 @@ float32(sum) * (row scale * weight scale); everything else is float32, as in the
 float layer. Q depends on the kernels, by what the CPU multiplies fastest
 (`levels(K, depth)`):
 - AVX512-VNNI (depth 4): 8-bit levels, Q = 127, in quads of uint8 x int8 products
-  (vpdpbusd), or in AMX tiles (tdpbusd) where the CPU has AMX-INT8, the same
-  integers; twice the products per instruction of
+  (vpdpbusd), or in AMX tiles (tdpbusd) where the CPU has AMX-INT8, or in AVX-VNNI's
+  8-lane vpdpbusd on AVX2 CPUs that have it (avx2_vnni): the same integers; twice the
+  products per instruction of
 - AVX2 (depth 2): int16 levels, Q as fine as exact int32 sums of K products allow
   (32767 up to K = 512, 16383 at K = 1024, ...), in pairs of int16 x int8 products
   (vpmaddwd).
@@ -75,7 +76,7 @@ def levels(K: int, depth: int = 2) -> int:
 def depth_of(kernels: str) -> int:
     """The depth of the kernels named `kernels` (see `kernels`): 4 for the 8-bit ones,
     2 for the int16 ones and the reference."""
-    return 4 if kernels in ("avx512_vnni", "avx512_amx") else 2
+    return 4 if kernels in ("avx512_amx", "avx512_vnni", "avx2_vnni") else 2
 
 
 def quantize_rows(x: Tensor, depth: int = 2) -> tuple[Tensor, Tensor]:
@@ -158,7 +159,8 @@ def reference_layer(mode: str, input: Tensor, lengths: Tensor | None, h0: Tensor
 @torch.compiler.assume_constant_result
 def kernels(K: int) -> str:
     """The name of the compiled kernels rnnkit::quantized_layer runs here for
-    products up to K long ("avx512_amx", "avx512_vnni", "avx2"), "" where it has none (a constant
+    products up to K long ("avx512_amx", "avx512_vnni", "avx2_vnni", "avx2"), "" where it
+    has none (a constant
     for torch.compile: RNNKIT_CPU_ISA is read when a graph is traced)."""
     if not _extension.loaded():
         return ""

@@ -23,9 +23,10 @@ pytestmark = pytest.mark.filterwarnings("ignore:.*quantized tensors.*deprecated"
 
 # The instruction sets to run the compiled op at: the widest one, AVX-512 (its
 # 8-bit kernels, in AMX tiles where the CPU has them, else as auto), AVX-512 with
-# VNNI but not AMX, AVX2 (int16 levels) and "generic", where the modules fall back
-# on the reference.
-ISAS = ["auto", "avx512", "avx512_vnni", "avx2", "generic"]
+# VNNI but not AMX, AVX2 with AVX-VNNI (8-bit levels where the CPU has it, else as
+# avx2), AVX2 (int16 levels) and "generic", where the modules fall back on the
+# reference.
+ISAS = ["auto", "avx512", "avx512_vnni", "avx2_vnni", "avx2", "generic"]
 
 
 def _kernels() -> bool:
@@ -90,7 +91,7 @@ def _op_args(mode, T, B, I, H, P, bias, lengths, reverse):
 @pytest.mark.parametrize("mode", quantized.MODES)
 @pytest.mark.parametrize("reverse", [False, True])
 @pytest.mark.parametrize("packed", [False, True])
-@pytest.mark.parametrize("isa", ["auto", "avx512", "avx512_vnni", "avx2"])
+@pytest.mark.parametrize("isa", ["auto", "avx512", "avx512_vnni", "avx2_vnni", "avx2"])
 def test_op_matches_reference(mode, reverse, packed, isa, monkeypatch):
     monkeypatch.setenv("RNNKIT_CPU_ISA", isa)
     T, B = 9, 7
@@ -114,7 +115,7 @@ def test_op_matches_reference(mode, reverse, packed, isa, monkeypatch):
 
 
 @pytest.mark.skipif(not _kernels(), reason="no compiled int8 kernels on this CPU")
-@pytest.mark.parametrize("isa", ["auto", "avx512_vnni", "avx2"])
+@pytest.mark.parametrize("isa", ["auto", "avx512_vnni", "avx2_vnni", "avx2"])
 def test_results_do_not_depend_on_thread_count(isa, monkeypatch):
     monkeypatch.setenv("RNNKIT_CPU_ISA", isa)
     # Big enough for two workers; B = 9 takes AMX's tiles where the CPU has them.

@@ -70,11 +70,12 @@ const Kernels* select() {
                    [](unsigned char ch) { return static_cast<char>(std::tolower(ch)); });
   }
   if (want == "generic") return nullptr;
-  if (want == "avx2") return avx2;
+  // avx2_vnni: AVX2, and the int8 layers' AVX-VNNI kernels (plain avx2: int16 ones).
+  if (want == "avx2" || want == "avx2_vnni") return avx2;
   // avx512_vnni: AVX-512, and the int8 layers' VNNI kernels rather than AMX's.
   TORCH_CHECK(want == "auto" || want.empty() || want == "avx512" || want == "avx512_vnni",
-              "RNNKIT_CPU_ISA must be one of auto, avx512, avx512_vnni, avx2, generic; got '",
-              want, "'");
+              "RNNKIT_CPU_ISA must be one of auto, avx512, avx512_vnni, avx2_vnni, avx2, "
+              "generic; got '", want, "'");
   return avx512 ? avx512 : avx2;
 }
 

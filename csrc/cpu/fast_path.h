@@ -9,8 +9,9 @@
 // the path of the backward of the LSTM with a projection). The environment variable
 // RNNKIT_CPU_ISA, read at every layer call, narrows the choice: "avx512",
 // "avx2" or "generic" (the portable path), "auto" or unset for the default; a set
-// the CPU lacks falls back to the next one it has. ("avx512_vnni" is "avx512" for
-// these kernels and keeps the int8 layers off AMX: quantized_path.h.)
+// the CPU lacks falls back to the next one it has. ("avx512_vnni" is "avx512" and
+// "avx2_vnni" "avx2" for these kernels; they choose the int8 layers' kernels:
+// quantized_path.h.)
 //
 // Threads: one parallel region (at::parallel_for) per layer call, not per step.
 // Its workers own fixed contiguous ranges of hidden-unit blocks and meet at a

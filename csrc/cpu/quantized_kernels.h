@@ -17,7 +17,8 @@
 //     uint8 x int8 products (vpdpbusd, twice the products per instruction), the
 //     offset taken back out per column: sum (q + 128) w = sum q w + 128 sum w;
 //   the same 8-bit levels and panels in AMX tiles (tdpbusd, 16 x 16 x 64 products
-//     per instruction) where the CPU has AMX-INT8: the same integers.
+//     per instruction) where the CPU has AMX-INT8, and in AVX-VNNI's 8-lane
+//     vpdpbusd on AVX2 CPUs that have it: the same integers.
 // The integers do not depend on the number of threads, so neither do the results
 // (up to the float math of the cells); they depend on the kind of kernels.
 
@@ -110,6 +111,7 @@ struct QuantizedKernels {
 const QuantizedKernels* quantized_kernels_avx2();
 const QuantizedKernels* quantized_kernels_avx512_vnni();
 const QuantizedKernels* quantized_kernels_amx();
+const QuantizedKernels* quantized_kernels_avx_vnni();
 
 // The rows of an AMX tile: the padding of every quantized operand's rows.
 constexpr int64_t kTileRows = 16;

@@ -7,8 +7,10 @@
 #include <ATen/ops/zeros.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cstdlib>
 #include <cstring>
+#include <string>
 #include <vector>
 
 #include "fast_path.h"
@@ -181,21 +183,30 @@ const QuantizedKernels* quantized_select(int64_t K) {
   static const QuantizedKernels* const vnni =
       __builtin_cpu_supports("avx512vnni") ? quantized_kernels_avx512_vnni() : nullptr;
   static const QuantizedKernels* const amx = vnni ? quantized_kernels_amx() : nullptr;
+  static const QuantizedKernels* const avx_vnni =
+      avx2 && __builtin_cpu_supports("avxvnni") ? quantized_kernels_avx_vnni() : nullptr;
 #else
   static const QuantizedKernels* const avx2 = nullptr;
   static const QuantizedKernels* const vnni = nullptr;
   static const QuantizedKernels* const amx = nullptr;
+  static const QuantizedKernels* const avx_vnni = nullptr;
 #endif
-  // select() reads RNNKIT_CPU_ISA: "generic" turns the compiled kernels off, "avx2"
-  // keeps to AVX2's; it answers AVX-512 only on a CPU that has it; "avx512_vnni"
-  // keeps the int8 layers off AMX.
+  // select() reads RNNKIT_CPU_ISA and answers AVX-512 only on a CPU that has it and
+  // where it is allowed, null for "generic". Of the int8 kernels, "avx512_vnni"
+  // keeps off AMX, "avx2" keeps to int16 levels (plain AVX2, as on a Zen 3).
   const Kernels* floats = select();
   if (floats == nullptr) return nullptr;
-  if (vnni && std::strcmp(floats->name, "avx512") == 0 && K <= max_depth_for(vnni->depth)) {
-    const char* env = std::getenv("RNNKIT_CPU_ISA");
-    const bool no_amx = env && (std::strcmp(env, "avx512_vnni") == 0 ||
-                                std::strcmp(env, "AVX512_VNNI") == 0);
-    return amx && !no_amx ? amx : vnni;
+  std::string want = "auto";
+  if (const char* env = std::getenv("RNNKIT_CPU_ISA")) {
+    want = env;
+    std::transform(want.begin(), want.end(), want.begin(),
+                   [](unsigned char ch) { return static_cast<char>(std::tolower(ch)); });
+  }
+  if (K <= max_depth_for(4)) {  // the 8-bit kernels' int32 sums hold
+    if (vnni && std::strcmp(floats->name, "avx512") == 0) {
+      return amx && want != "avx512_vnni" ? amx : vnni;
+    }
+    if (avx_vnni && want != "avx2") return avx_vnni;
   }
   return avx2;
 }

@@ -14,12 +14,13 @@ namespace rnnkit {
 namespace cpu {
 namespace fast {
 
-// The kernels the quantized layers use now for products up to K long: the 8-bit
-// ones where the CPU has AVX512-VNNI, the float kernels run AVX-512 (see select()
-// and RNNKIT_CPU_ISA) and K allows, in AMX tiles where the CPU and the OS allow
-// them (and RNNKIT_CPU_ISA is not "avx512_vnni"); else AVX2's int16 ones wherever
-// the CPU has AVX2 and RNNKIT_CPU_ISA is not "generic"; else null: no compiled
-// path.
+// The kernels the quantized layers use now for products up to K long, where K
+// allows the 8-bit ones (max_depth_for): the 8-bit ones where the CPU has
+// AVX512-VNNI and the float kernels run AVX-512 (see select() and RNNKIT_CPU_ISA),
+// in AMX tiles where the CPU and the OS allow them (and RNNKIT_CPU_ISA is not
+// "avx512_vnni"); else the 8-bit AVX-VNNI ones where the CPU has AVX-VNNI (and
+// RNNKIT_CPU_ISA is not "avx2"); else AVX2's int16 ones wherever the CPU has AVX2
+// and RNNKIT_CPU_ISA is not "generic"; else null: no compiled path.
 const QuantizedKernels* quantized_select(int64_t K);
 
 // bias: what the float drivers fold into the input projection (b_ih + b_hh; for

@@ -81,7 +81,7 @@ def depth_of(kernels: str) -> int:
 
 def quantize_rows(x: Tensor, depth: int = 2) -> tuple[Tensor, Tensor]:
     """[..., K] float32 -> (levels as float32 [..., K], scales [...]): the rows as the
-    kernels of `depth` quantize them (quantize_row in csrc/cpu/quantized_path.cpp)."""
+    kernels of `depth` quantize them (quantize_levels in csrc/cpu/quantized_kernels_impl.h)."""
     Q = levels(x.size(-1), depth)
     top = x.abs().amax(dim=-1, keepdim=True)
     finite = torch.isfinite(x).all(dim=-1, keepdim=True)

@@ -43,9 +43,11 @@ inline int32_t levels_for(int64_t K, int depth = 2) {
 }
 
 // The most K a kernel of `depth` takes: the int32 sums of the 8-bit kernels,
-// K products of (level + 128) <= 255 with |q_w| <= 128, must not overflow.
+// K products of (level + 128) <= 255 with |q_w| <= 128, must not overflow; the
+// int16 ones need levels_for(K) >= 1.
 inline int64_t max_depth_for(int depth) {
-  return depth == 4 ? ((int64_t{1} << 31) - 1) / (255 * 128) : (int64_t{1} << 31) / 128;
+  const int64_t bound = (int64_t{1} << 31) - 1;
+  return depth == 4 ? bound / (255 * 128) : bound / 128;
 }
 
 // A quantized operand: row b is levels q[b*Kp .. b*Kp + K), the value of level l

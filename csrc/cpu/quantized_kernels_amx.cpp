@@ -5,8 +5,10 @@
 // (one A tile); a panel of PV vectors is PV C tiles. K is padded to 64 (the A
 // tile's width), and every tile is loaded whole: the operand's rows go on for
 // kTileRows rows past the last (quantized_path.cpp), whose sums are not read.
-// Only the functions below are compiled for AMX; the caller checks that the CPU
-// has it and that the OS lets this process use it (amx_usable).
+// The kernels are compiled for AMX (with the float kernels' code they instantiate);
+// quantized_kernels_amx() hands them out only where the CPU has AMX and the OS lets
+// this process use it (amx_usable). The tiles are not released after a call: the
+// next call's workers load their configuration again, as other AMX code does.
 
 #include "fast_kernels.h"
 #include "quantized_kernels.h"

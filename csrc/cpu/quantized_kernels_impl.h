@@ -95,8 +95,7 @@ RNNKIT_TARGET static inline QuantizedProduct<PV> quantized_product(const Quantiz
 
 // ------------------------------------------------------------------ operands
 
-// One row of K floats as the levels of these kernels (see quantize_row in
-// quantized_path.h): q = round(x * (Q / max|x|)) clamped to [-Q, Q], rounded to
+// One row of K floats as the levels of these kernels (QuantizedKernels::quantize_row): q = round(x * (Q / max|x|)) clamped to [-Q, Q], rounded to
 // nearest even (the rounding of torch.round and of the reference), level 0 from K
 // to Kp. Returns the row's scale, max|x| / Q; 0 for a row below 1e-30, NaN for one
 // with a NaN or an infinity.

@@ -144,7 +144,8 @@ TORCH_LIBRARY_FRAGMENT(rnnkit, m) {
       "Tensor w_ih, Tensor s_ih, Tensor w_hh, Tensor s_hh, Tensor? b_ih, Tensor? b_hh, "
       "Tensor? w_hr, Tensor? s_hr, bool reverse) -> (Tensor output, Tensor h_n, Tensor c_n)");
   // The name of the kernels quantized_layer runs now for products up to K long
-  // ("avx512_vnni", "avx2"; see quantized_select), "" where there are none.
+  // ("avx512_amx", "avx512_vnni", "avx2_vnni", "avx2"; see quantized_select), "" where
+  // there are none.
   m.def("_quantized_kernels(int K) -> str", [](int64_t K) -> std::string {
     const rnnkit::cpu::fast::QuantizedKernels* k = rnnkit::cpu::fast::quantized_select(K);
     return k ? k->name : "";

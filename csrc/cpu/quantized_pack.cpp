@@ -144,6 +144,7 @@ PackedInt8 packed_int8(const Int8Matrix& w, int64_t gates, int64_t H, int64_t K,
   Cache& c = cache();
   {
     std::lock_guard<std::mutex> lock(c.mutex);
+    c.trim();  // the packings of freed weights go as soon as the next call
     for (auto it = c.entries.begin(); it != c.entries.end(); ++it) {
       if (!it->of(w, gates, H, K, U, depth, align)) continue;
       if (it->live() && it->weight_version == wv && it->scale_version == sv &&

@@ -40,14 +40,16 @@ struct RowQuantizer {
   float (*quantize_row)(const float*, int64_t, int64_t, void*);
   RowQuantizer(const QuantizedKernels& k, int64_t rows_, int64_t K_, int64_t copies, Pack kind)
       : rows(rows_), K(K_), Kp(padded(K_, k.align)), quantize_row(k.quantize_row) {
-    // kTileRows rows more: AMX's kernels load whole tiles (see quantized_kernels.h).
-    levels = kept_memory<Level>((copies * rows + kTileRows) * Kp, kind);
+    // kTileRows rows more after each copy: AMX's kernels load whole tiles (see
+    // quantized_kernels.h), which then never reach into another worker's copy.
+    levels = kept_memory<Level>(
+        std::max<int64_t>(1, std::max<int64_t>(1, copies) * (rows + kTileRows) * Kp), kind);
     scales = floats(copies * rows);
   }
   void quantize(const float* x, int64_t row, int64_t copy = 0) {
     const int64_t r = copy * rows + row;
-    scales.mutable_data_ptr<float>()[r] =
-        quantize_row(x + row * K, K, Kp, levels.mutable_data_ptr<Level>() + r * Kp);
+    scales.mutable_data_ptr<float>()[r] = quantize_row(
+        x + row * K, K, Kp, levels.mutable_data_ptr<Level>() + (r + copy * kTileRows) * Kp);
   }
   void quantize_all(const float* x, int64_t copy) {
     for (int64_t b = 0; b < rows; ++b) quantize(x, b, copy);
@@ -55,7 +57,8 @@ struct RowQuantizer {
   // From row `first` of copy `copy` on.
   QuantizedRows view(int64_t copy = 0, int64_t first = 0) const {
     const int64_t r = copy * rows + first;
-    return {levels.const_data_ptr<Level>() + r * Kp, scales.const_data_ptr<float>() + r, Kp};
+    return {levels.const_data_ptr<Level>() + (r + copy * kTileRows) * Kp,
+            scales.const_data_ptr<float>() + r, Kp};
   }
 };
 
@@ -182,13 +185,11 @@ const QuantizedKernels* quantized_select(int64_t K) {
                                                                       : nullptr;
   static const QuantizedKernels* const vnni =
       __builtin_cpu_supports("avx512vnni") ? quantized_kernels_avx512_vnni() : nullptr;
-  static const QuantizedKernels* const amx = vnni ? quantized_kernels_amx() : nullptr;
   static const QuantizedKernels* const avx_vnni =
       avx2 && __builtin_cpu_supports("avxvnni") ? quantized_kernels_avx_vnni() : nullptr;
 #else
   static const QuantizedKernels* const avx2 = nullptr;
   static const QuantizedKernels* const vnni = nullptr;
-  static const QuantizedKernels* const amx = nullptr;
   static const QuantizedKernels* const avx_vnni = nullptr;
 #endif
   // select() reads RNNKIT_CPU_ISA and answers AVX-512 only on a CPU that has it and
@@ -204,11 +205,15 @@ const QuantizedKernels* quantized_select(int64_t K) {
   }
   if (K <= max_depth_for(4)) {  // the 8-bit kernels' int32 sums hold
     if (vnni && std::strcmp(floats->name, "avx512") == 0) {
-      return amx && want != "avx512_vnni" ? amx : vnni;
+      if (want == "avx512_vnni") return vnni;
+      // Asked for here, when first wanted: the permission (arch_prctl) has effects
+      // on the whole process (larger signal frames).
+      static const QuantizedKernels* const amx = quantized_kernels_amx();
+      return amx ? amx : vnni;
     }
     if (avx_vnni && want != "avx2") return avx_vnni;
   }
-  return avx2;
+  return K <= max_depth_for(2) ? avx2 : nullptr;
 }
 
 void quantized_lstm_forward(const QuantizedKernels& k, int64_t T_, int64_t B, int64_t H,

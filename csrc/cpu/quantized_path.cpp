@@ -185,8 +185,12 @@ const QuantizedKernels* quantized_select(int64_t K) {
                                                                       : nullptr;
   static const QuantizedKernels* const vnni =
       __builtin_cpu_supports("avx512vnni") ? quantized_kernels_avx512_vnni() : nullptr;
+#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 11  // as its kernels' file
   static const QuantizedKernels* const avx_vnni =
       avx2 && __builtin_cpu_supports("avxvnni") ? quantized_kernels_avx_vnni() : nullptr;
+#else
+  static const QuantizedKernels* const avx_vnni = nullptr;
+#endif
 #else
   static const QuantizedKernels* const avx2 = nullptr;
   static const QuantizedKernels* const vnni = nullptr;

@@ -95,9 +95,9 @@ RNNKIT_TARGET static inline QuantizedProduct<PV> quantized_product(const Quantiz
 
 // ------------------------------------------------------------------ operands
 
-// One row of K floats as the levels of these kernels (QuantizedKernels::quantize_row): q = round(x * (Q / max|x|)) clamped to [-Q, Q], rounded to
-// nearest even (the rounding of torch.round and of the reference), level 0 from K
-// to Kp. Returns the row's scale, max|x| / Q; 0 for a row below 1e-30, NaN for one
+// One row of K floats as the levels of these kernels (QuantizedKernels::
+// quantize_row): q = round(x * (Q / max|x|)) clamped to [-Q, Q], rounded to nearest
+// even (the rounding of torch.round and of the reference), level 0 from K to Kp. Returns the row's scale, max|x| / Q; 0 for a row below 1e-30, NaN for one
 // with a NaN or an infinity.
 RNNKIT_TARGET float quantize_levels(const float* x, int64_t K, int64_t Kp, void* out) {
   Level* q = static_cast<Level*>(out);

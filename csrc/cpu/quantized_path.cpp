@@ -78,9 +78,8 @@ struct QuantizedProjection {
 // packs W_hh and W_ih (or finds them packed), quantizes the whole input, then runs
 // the steps, each worker quantizing the running state (K wide) before its blocks of
 // the step's cell kernel, which projects the input chunk by chunk like the float
-// drivers. With
-// `projected`, each step is two rounds, the second quantizing h_full and
-// projecting it. Level: the levels of the kernels `k` (see quantized_kernels.h).
+// drivers. With `projected`, each step is two rounds, the second quantizing h_full
+// and projecting it. Level: the levels of the kernels `k` (see quantized_kernels.h).
 template <typename Level, typename Args, typename Kernel>
 void run_quantized(const QuantizedKernels& k, int64_t T_, int64_t B, int64_t H, int64_t K,
                    int64_t gates, int64_t U, bool reverse, const float* x, int64_t I,

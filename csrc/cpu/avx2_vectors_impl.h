@@ -114,3 +114,14 @@ RNNKIT_TARGET static inline DVec dselect_lt(DVec a, DVec b, DVec x, DVec y) {
 RNNKIT_TARGET static inline DVec dpositive(DVec y) {
   return _mm256_and_pd(_mm256_cmp_pd(y, dzero(), _CMP_GT_OQ), dset(1.0));
 }
+
+// int32 lanes, for the int8 kernels of both AVX2 files (quantized_kernels_impl.h).
+using IVec = __m256i;
+RNNKIT_TARGET static inline IVec izero() { return _mm256_setzero_si256(); }
+RNNKIT_TARGET static inline IVec iload(const int32_t* p) {
+  return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+}
+RNNKIT_TARGET static inline void ist(int32_t* p, IVec v) {
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), v);
+}
+RNNKIT_TARGET static inline Vec vitof(const int32_t* p) { return _mm256_cvtepi32_ps(iload(p)); }

@@ -46,8 +46,6 @@ constexpr const char* kName = "avx2";
 // (vpmaddwd), plain AVX2 having no 8-bit product that cannot saturate (AVX-VNNI's:
 // quantized_kernels_avx_vnni.cpp).
 using Level = int16_t;
-using IVec = __m256i;
-RNNKIT_TARGET static inline IVec izero() { return _mm256_setzero_si256(); }
 RNNKIT_TARGET static inline IVec ild(const int8_t* p) {
   return _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
 }
@@ -58,12 +56,6 @@ RNNKIT_TARGET static inline IVec ibcast(const int16_t* p) {
 }
 RNNKIT_TARGET static inline IVec idot(IVec a, IVec b, IVec c) {
   return _mm256_add_epi32(c, _mm256_madd_epi16(a, b));
-}
-RNNKIT_TARGET static inline void ist(int32_t* p, IVec v) {
-  _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), v);
-}
-RNNKIT_TARGET static inline Vec vitof(const int32_t* p) {
-  return _mm256_cvtepi32_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
 }
 RNNKIT_TARGET static inline void ist_levels(int16_t* p, Vec v, int n) {
   const __m256i i = _mm256_cvtps_epi32(v);

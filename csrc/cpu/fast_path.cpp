@@ -60,15 +60,20 @@ int64_t step_of(int64_t T, bool reverse, int64_t s) { return reverse ? T - 1 - s
 
 }  // namespace
 
-const Kernels* select() {
-  static const Kernels* const avx512 = cpu_has_avx512() ? kernels_avx512() : nullptr;
-  static const Kernels* const avx2 = cpu_has_avx2() ? kernels_avx2() : nullptr;
+std::string requested_isa() {
   std::string want = "auto";
   if (const char* env = std::getenv("RNNKIT_CPU_ISA")) {
     want = env;
     std::transform(want.begin(), want.end(), want.begin(),
                    [](unsigned char ch) { return static_cast<char>(std::tolower(ch)); });
   }
+  return want;
+}
+
+const Kernels* select() {
+  static const Kernels* const avx512 = cpu_has_avx512() ? kernels_avx512() : nullptr;
+  static const Kernels* const avx2 = cpu_has_avx2() ? kernels_avx2() : nullptr;
+  const std::string want = requested_isa();
   if (want == "generic") return nullptr;
   // avx2_vnni: AVX2, and the int8 layers' AVX-VNNI kernels (plain avx2: int16 ones).
   if (want == "avx2" || want == "avx2_vnni") return avx2;

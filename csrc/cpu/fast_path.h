@@ -29,6 +29,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
+#include <string>
 #include <thread>
 
 #if defined(__x86_64__) || defined(_M_X64)
@@ -41,6 +42,8 @@ namespace rnnkit {
 namespace cpu {
 namespace fast {
 
+// RNNKIT_CPU_ISA as asked for, lowercased ("auto" when unset; select() checks it).
+std::string requested_isa();
 // The kernels the float32 and float64 layers use now, or null for the portable path.
 const Kernels* select();
 // Their name ("avx512", "avx2") or "generic".

@@ -33,8 +33,6 @@ constexpr const char* kName = "avx2_vnni";
 
 // Integers: 8-bit levels stored as level + 128, as in avx512_levels_impl.h.
 using Level = uint8_t;
-using IVec = __m256i;
-RNNKIT_TARGET static inline IVec izero() { return _mm256_setzero_si256(); }
 RNNKIT_TARGET static inline IVec ild(const int8_t* p) {
   return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
 }
@@ -46,16 +44,9 @@ RNNKIT_TARGET static inline IVec ibcast(const uint8_t* p) {
 RNNKIT_TARGET static inline IVec idot(IVec a, IVec b, IVec c) {
   return _mm256_dpbusd_avx_epi32(c, a, b);
 }
-RNNKIT_TARGET static inline void ist(int32_t* p, IVec v) {
-  _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), v);
-}
-RNNKIT_TARGET static inline IVec iload(const int32_t* p) {
-  return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
-}
 RNNKIT_TARGET static inline void isub_offset(int32_t* p, const int32_t* o) {
   ist(p, _mm256_sub_epi32(iload(p), iload(o)));
 }
-RNNKIT_TARGET static inline Vec vitof(const int32_t* p) { return _mm256_cvtepi32_ps(iload(p)); }
 RNNKIT_TARGET static inline void ist_levels(uint8_t* p, Vec v, int n) {
   // level + 128 in [1, 255]: the saturating packs keep it.
   const __m256i i = _mm256_add_epi32(_mm256_cvtps_epi32(v), _mm256_set1_epi32(128));

@@ -7,8 +7,6 @@
 #include <ATen/ops/zeros.h>
 
 #include <algorithm>
-#include <cctype>
-#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -200,12 +198,7 @@ const QuantizedKernels* quantized_select(int64_t K) {
   // keeps off AMX, "avx2" keeps to int16 levels (plain AVX2, as on a Zen 3).
   const Kernels* floats = select();
   if (floats == nullptr) return nullptr;
-  std::string want = "auto";
-  if (const char* env = std::getenv("RNNKIT_CPU_ISA")) {
-    want = env;
-    std::transform(want.begin(), want.end(), want.begin(),
-                   [](unsigned char ch) { return static_cast<char>(std::tolower(ch)); });
-  }
+  const std::string want = requested_isa();
   if (K <= max_depth_for(4)) {  // the 8-bit kernels' int32 sums hold
     if (vnni && std::strcmp(floats->name, "avx512") == 0) {
       if (want == "avx512_vnni") return vnni;

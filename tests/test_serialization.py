@@ -80,10 +80,16 @@ def test_whole_module_round_trip_gives_same_outputs(kind, how):
     assert repr(copied) == repr(ours)
     assert all(p is not q for p, q in zip(copied.parameters(), ours.parameters()))
     _assert_same_outputs(copied, ours, _input(ours))
-    # The copy is independent: editing it leaves the original as it was.
+    # The copy is independent: editing it leaves the original as it was. The edit
+    # must show in the output: a relu cell's output can be all zeros before and after
+    # an edit of W_ih by 1. With inputs >= 0.5 and W_ih + 2 (torch's init keeps
+    # |w|, |b| <= 1/sqrt(5)), every pre-activation of the copy is positive and above
+    # the original's.
     with torch.no_grad():
-        next(copied.parameters()).add_(1)
+        next(copied.parameters()).add_(2)
     x = _input(ours)
+    if isinstance(ours, nn.RNNCellBase):
+        x = x.abs() + 0.5
     assert not torch.equal(_forward(copied, x)[0], _forward(ours, x)[0])
 
 

@@ -4,7 +4,8 @@
 // kernel) it runs the public op, which keeps no reserve; otherwise {gru,lstm}_layer_forward
 // (RNN: rnn_layer, whose output is all its backward reads) under an OpNode
 // (csrc/op_node.h) that saves the reserve. Its backward runs *_layer_backward, asking for
-// the input's gradient only when it is wanted. A double backward (create_graph=True)
+// the input's gradient and the initial state's only when they are wanted (a T = 1 call
+// from a state that needs none, as when none is given, saves a product). A double backward (create_graph=True)
 // differentiates the ATen reference (csrc/layer_reference.h) instead.
 //
 // Every op is called through the dispatcher, so the fake kernels (rnnkit/ops.py) stand in
@@ -62,7 +63,7 @@ using RnnLayerSig = std::tuple<Tensor, Tensor>(const Tensor&, const OptTensor&, 
 using Grads6 = std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor>;
 using RnnBackwardSig = Grads6(const Tensor&, const Tensor&, const Tensor&, const OptTensor&,
                               const Tensor&, const Tensor&, const Tensor&, const OptTensor&,
-                              const OptTensor&, bool, bool, const Tensor&, bool);
+                              const OptTensor&, bool, bool, const Tensor&, bool, bool);
 
 variable_list rnn_layer_backward(OpNode& node, variable_list grads) {
   const variable_list s = node.saved();
@@ -79,7 +80,7 @@ variable_list rnn_layer_backward(OpNode& node, variable_list grads) {
   at::AutoDispatchBelowADInplaceOrView below_autograd;
   auto [dx, dh0, dw_ih, dw_hh, db_ih, db_hh] =
       op.call(dy, dh, s[0], optional(s[1]), s[2], s[3], s[4], optional(s[5]), optional(s[6]),
-              reverse, relu, s[7], node.wants(0));
+              reverse, relu, s[7], node.wants(0), node.wants(2));
   return edge_grads({dx, Tensor(), dh0, dw_ih, dw_hh, db_ih, db_hh}, s[0]);
 }
 
@@ -115,7 +116,8 @@ using GruForwardSig = std::tuple<Tensor, Tensor, Tensor>(
     const OptTensor&, const OptTensor&, bool);
 using GruBackwardSig = Grads6(const Tensor&, const Tensor&, const Tensor&, const OptTensor&,
                               const Tensor&, const Tensor&, const Tensor&, const OptTensor&,
-                              const OptTensor&, bool, const Tensor&, const Tensor&, bool);
+                              const OptTensor&, bool, const Tensor&, const Tensor&, bool,
+                              bool);
 
 variable_list gru_layer_backward(OpNode& node, variable_list grads) {
   const variable_list s = node.saved();
@@ -131,7 +133,7 @@ variable_list gru_layer_backward(OpNode& node, variable_list grads) {
   at::AutoDispatchBelowADInplaceOrView below_autograd;
   auto [dx, dh0, dw_ih, dw_hh, db_ih, db_hh] =
       op.call(dy, dh, s[0], optional(s[1]), s[2], s[3], s[4], optional(s[5]), optional(s[6]),
-              reverse, s[8], s[7], node.wants(0));
+              reverse, s[8], s[7], node.wants(0), node.wants(2));
   return edge_grads({dx, Tensor(), dh0, dw_ih, dw_hh, db_ih, db_hh}, s[0]);
 }
 
@@ -171,7 +173,8 @@ using Grads8 = std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor
 using LstmBackwardSig = Grads8(const Tensor&, const Tensor&, const Tensor&, const Tensor&,
                                const OptTensor&, const Tensor&, const Tensor&, const Tensor&,
                                const Tensor&, const OptTensor&, const OptTensor&,
-                               const OptTensor&, bool, const Tensor&, const Tensor&, bool);
+                               const OptTensor&, bool, const Tensor&, const Tensor&, bool,
+                               bool);
 
 variable_list lstm_layer_backward(OpNode& node, variable_list grads) {
   const variable_list s = node.saved();
@@ -189,7 +192,8 @@ variable_list lstm_layer_backward(OpNode& node, variable_list grads) {
   at::AutoDispatchBelowADInplaceOrView below_autograd;
   auto [dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr] =
       op.call(dy, dh, dc, s[0], optional(s[1]), s[2], s[3], s[4], s[5], optional(s[6]),
-              optional(s[7]), optional(s[8]), reverse, s[10], s[9], node.wants(0));
+              optional(s[7]), optional(s[8]), reverse, s[10], s[9], node.wants(0),
+              node.wants_any(2, 4));
   return edge_grads({dx, Tensor(), dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr}, s[0]);
 }
 

@@ -11,7 +11,8 @@
 //     a backward can follow (RNN: rnn_layer itself; its backward reads the output).
 //   {rnn,gru,lstm}_layer_backward: the gradients of a layer from those of its outputs;
 //     with input_grad=false the input's comes back empty, uncomputed (e.g. a network's
-//     first layer). Absent optional arguments get empty gradients.
+//     first layer), and with state_grad=false so do those of h0 (and c0). Absent
+//     optional arguments get empty gradients.
 //
 // And one step of each cell, what RNNCell, GRUCell and LSTMCell run:
 //   {rnn,gru,lstm}_cell: input [B, I], hx [B, H] (cx [B, H]), w_ih [G*H, I],
@@ -53,7 +54,7 @@ TORCH_LIBRARY(rnnkit, m) {
   m.def(
       "rnn_layer_backward(Tensor grad_output, Tensor grad_h_n, Tensor input, Tensor? lengths, "
       "Tensor h0, Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? b_hh, bool reverse, bool relu, "
-      "Tensor output, bool input_grad) "
+      "Tensor output, bool input_grad, bool state_grad=True) "
       "-> (Tensor grad_input, Tensor grad_h0, Tensor grad_w_ih, Tensor grad_w_hh, "
       "Tensor grad_b_ih, Tensor grad_b_hh)");
 
@@ -67,7 +68,7 @@ TORCH_LIBRARY(rnnkit, m) {
   m.def(
       "gru_layer_backward(Tensor grad_output, Tensor grad_h_n, Tensor input, Tensor? lengths, "
       "Tensor h0, Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? b_hh, bool reverse, "
-      "Tensor output, Tensor reserve, bool input_grad) "
+      "Tensor output, Tensor reserve, bool input_grad, bool state_grad=True) "
       "-> (Tensor grad_input, Tensor grad_h0, Tensor grad_w_ih, Tensor grad_w_hh, "
       "Tensor grad_b_ih, Tensor grad_b_hh)");
 
@@ -82,7 +83,8 @@ TORCH_LIBRARY(rnnkit, m) {
   m.def(
       "lstm_layer_backward(Tensor grad_output, Tensor grad_h_n, Tensor grad_c_n, Tensor input, "
       "Tensor? lengths, Tensor h0, Tensor c0, Tensor w_ih, Tensor w_hh, Tensor? b_ih, "
-      "Tensor? b_hh, Tensor? w_hr, bool reverse, Tensor output, Tensor reserve, bool input_grad) "
+      "Tensor? b_hh, Tensor? w_hr, bool reverse, Tensor output, Tensor reserve, bool input_grad, "
+      "bool state_grad=True) "
       "-> (Tensor grad_input, Tensor grad_h0, Tensor grad_c0, Tensor grad_w_ih, "
       "Tensor grad_w_hh, Tensor grad_b_ih, Tensor grad_b_hh, Tensor grad_w_hr)");
 

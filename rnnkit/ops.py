@@ -305,22 +305,26 @@ def _register_fakes():
     def _input_grad(input, input_grad):
         return input.new_empty(input.shape) if input_grad else input.new_empty((0,))
 
+    def _state_grad(state, state_grad):
+        return state.new_empty(state.shape) if state_grad else state.new_empty((0,))
+
     @lib.register_fake("rnnkit::rnn_layer_backward")
     def _(grad_output, grad_h_n, input, lengths, h0, w_ih, w_hh, b_ih, b_hh, reverse, relu,
-          output, input_grad):
-        return (_input_grad(input, input_grad), h0.new_empty(h0.shape),
+          output, input_grad, state_grad=True):
+        return (_input_grad(input, input_grad), _state_grad(h0, state_grad),
                 *_weight_grads(input, w_ih, w_hh, b_ih, b_hh))
 
     @lib.register_fake("rnnkit::gru_layer_backward")
     def _(grad_output, grad_h_n, input, lengths, h0, w_ih, w_hh, b_ih, b_hh, reverse,
-          output, reserve, input_grad):
-        return (_input_grad(input, input_grad), h0.new_empty(h0.shape),
+          output, reserve, input_grad, state_grad=True):
+        return (_input_grad(input, input_grad), _state_grad(h0, state_grad),
                 *_weight_grads(input, w_ih, w_hh, b_ih, b_hh))
 
     @lib.register_fake("rnnkit::lstm_layer_backward")
     def _(grad_output, grad_h_n, grad_c_n, input, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr,
-          reverse, output, reserve, input_grad):
-        return (_input_grad(input, input_grad), h0.new_empty(h0.shape), c0.new_empty(c0.shape),
+          reverse, output, reserve, input_grad, state_grad=True):
+        return (_input_grad(input, input_grad), _state_grad(h0, state_grad),
+                _state_grad(c0, state_grad),
                 *_weight_grads(input, w_ih, w_hh, b_ih, b_hh, w_hr))
     # The cell ops (csrc/rnnkit.cpp): the reserve is [B, 4H] (GRU) or [B, 5H] (LSTM); a
     # gradient the output mask does not ask for, or of an absent bias, comes back empty.

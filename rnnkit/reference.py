@@ -103,7 +103,7 @@ def lstm_layer(input, lengths, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse: bo
 # backward kernels must agree with these.
 
 
-def _grads(outputs, grad_outputs, inputs, input_grad):
+def _grads(outputs, grad_outputs, inputs, input_grad, state_grad, states=1):
     wanted = [x for x in inputs if x is not None]
     found = iter(torch.autograd.grad(outputs, wanted, grad_outputs, allow_unused=True))
     result = []
@@ -115,6 +115,9 @@ def _grads(outputs, grad_outputs, inputs, input_grad):
         result.append(torch.zeros_like(x) if g is None else g)
     if not input_grad:  # the op's contract: the input's gradient comes back empty
         result[0] = result[0].new_empty(0)
+    if not state_grad:  # and so do the initial state's
+        for i in range(1, 1 + states):
+            result[i] = result[i].new_empty(0)
     return tuple(result)
 
 
@@ -123,28 +126,31 @@ def _detached(*tensors):
 
 
 def rnn_layer_backward(grad_output, grad_h_n, input, lengths, h0, w_ih, w_hh, b_ih, b_hh,
-                       reverse, relu, output, input_grad=True):
+                       reverse, relu, output, input_grad=True, state_grad=True):
     x, h, wi, wh, bi, bh = _detached(input, h0, w_ih, w_hh, b_ih, b_hh)
     with torch.enable_grad():
         y, hn, _ = rnn_layer(x, lengths, h, wi, wh, bi, bh, reverse, relu)
-        return _grads([y, hn], [grad_output, grad_h_n], [x, h, wi, wh, bi, bh], input_grad)
+        return _grads([y, hn], [grad_output, grad_h_n], [x, h, wi, wh, bi, bh], input_grad,
+                      state_grad)
 
 
 def gru_layer_backward(grad_output, grad_h_n, input, lengths, h0, w_ih, w_hh, b_ih, b_hh,
-                       reverse, output, reserve, input_grad=True):
+                       reverse, output, reserve, input_grad=True, state_grad=True):
     x, h, wi, wh, bi, bh = _detached(input, h0, w_ih, w_hh, b_ih, b_hh)
     with torch.enable_grad():
         y, hn, _ = gru_layer(x, lengths, h, wi, wh, bi, bh, reverse)
-        return _grads([y, hn], [grad_output, grad_h_n], [x, h, wi, wh, bi, bh], input_grad)
+        return _grads([y, hn], [grad_output, grad_h_n], [x, h, wi, wh, bi, bh], input_grad,
+                      state_grad)
 
 
 def lstm_layer_backward(grad_output, grad_h_n, grad_c_n, input, lengths, h0, c0, w_ih, w_hh,
-                        b_ih, b_hh, w_hr, reverse, output, reserve, input_grad=True):
+                        b_ih, b_hh, w_hr, reverse, output, reserve, input_grad=True,
+                        state_grad=True):
     x, h, c, wi, wh, bi, bh, wr = _detached(input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr)
     with torch.enable_grad():
         y, hn, cn, _ = lstm_layer(x, lengths, h, c, wi, wh, bi, bh, wr, reverse)
         return _grads([y, hn, cn], [grad_output, grad_h_n, grad_c_n],
-                      [x, h, c, wi, wh, bi, bh, wr], input_grad)
+                      [x, h, c, wi, wh, bi, bh, wr], input_grad, state_grad, states=2)
 
 
 # ---------------------------------------------------------------------------

@@ -117,6 +117,23 @@ def test_partly_frozen_parameters_match_torch(name):
     assert ours.weight_hh_l0.grad is None and ours.weight_ih_l0.grad is not None
 
 
+@pytest.mark.parametrize("name", MODULES)
+def test_streaming_steps_from_no_state_match_torch(name):
+    """T = 1 calls (one cell step each) from no state and from a given one that needs no
+    gradient, whose backward asks for none of that state, and from one that needs it."""
+    ref, ours = make_pair(name, 3, 4, num_layers=2, dtype=torch.float64)
+    frozen = random_states(ref, 2)
+
+    def steps(module, x, *states):
+        first = module(x[:1])
+        second = call(module, x[1:2], *frozen)
+        third = call(module, x[2:], *states)
+        return (*flatten(first), *flatten(second), *flatten(third))
+    _, grads = assert_matches_torch(ref, ours, [random_input(ref, 3, 2)] + random_states(ref, 2),
+                                    fn=steps)
+    assert grads["leaf1"] is not None
+
+
 @pytest.mark.parametrize("name", MODULES + CELLS)
 def test_retain_graph_backward_twice_gives_identical_gradients(name):
     _, ours = make_pair(name, 3, 4, dtype=torch.float64)

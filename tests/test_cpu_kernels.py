@@ -120,10 +120,10 @@ class Case:
         n = 3 if self.cell == "lstm" else 2
         return tuple(torch.randn_like(o) for o in outputs[:n])
 
-    def backward_args(self, grads, outputs, input_grad=True):
+    def backward_args(self, grads, outputs, input_grad=True, state_grad=True):
         """The backward op's arguments (the reference's too) from op's outputs."""
         saved = (outputs[0],) if self.cell.startswith("rnn") else (outputs[0], outputs[-1])
-        return (*grads, *self.args(), *saved, input_grad)
+        return (*grads, *self.args(), *saved, input_grad, state_grad)
 
     def describe(self, seed):
         return f"{self.cell} {self.sizes} seed={seed}"
@@ -227,6 +227,14 @@ def test_single_step(cell):
         assert some[0].shape == (0,)
         for a, b in zip(some[1:], every[1:]):
             assert torch.equal(a, b), case.describe(seed)
+        # Without the initial state's gradient the step saves a product (one_step).
+        n_states = 2 if case.cell == "lstm" else 1
+        stateless = case.backward_op(*case.backward_args(grads, out, True, False))
+        for i, (a, b) in enumerate(zip(stateless, every)):
+            if 1 <= i <= n_states:
+                assert a.shape == (0,), case.describe(seed)
+            else:
+                assert torch.equal(a, b), case.describe(seed)
 
 
 def _upcast(args):
@@ -287,9 +295,9 @@ def test_opcheck_backward(cell):
         with torch.no_grad():
             outputs = case.op(*case.args())
         grads = case.output_grads(outputs)
-        for input_grad in (True, False):
+        for input_grad, state_grad in ((True, True), (False, True), (True, False)):
             torch.library.opcheck(case.backward_op,
-                                  case.backward_args(grads, outputs, input_grad))
+                                  case.backward_args(grads, outputs, input_grad, state_grad))
 
 
 @pytest.mark.parametrize("cell", CELLS)
@@ -460,10 +468,12 @@ def test_input_gradient_in_blocks(cell):
 @pytest.mark.parametrize("cell", CELLS)
 def test_backward_without_input_gradient(cell):
     """input_grad=False: an empty gradient of the input, the others unchanged; autograd
-    asks for it when the input does not require grad."""
+    asks for it when the input does not require grad. state_grad=False: the same for the
+    initial state (h0, and c0 for the LSTM), in the kernels and in the reference."""
     seed = _fresh_seed()
     rng = random.Random(seed)
     torch.manual_seed(seed)
+    n_states = 2 if cell == "lstm" else 1
     for dtype in (torch.float64, torch.float32):
         case = random_case(cell, rng, dtype)
         with torch.no_grad():
@@ -474,6 +484,15 @@ def test_backward_without_input_gradient(cell):
         assert some[0].shape == (0,) and some[0].dtype == dtype
         for a, b in zip(every[1:], some[1:]):
             assert torch.equal(a, b), case.describe(seed)
+        for fn in (case.backward_op, case.reference_backward):
+            stateless = fn(*case.backward_args(grads, outputs, True, False))
+            full = every if fn is case.backward_op else \
+                fn(*case.backward_args(grads, outputs, True, True))
+            for i, (a, b) in enumerate(zip(stateless, full)):
+                if 1 <= i <= n_states:
+                    assert a.shape == (0,) and a.dtype == dtype, case.describe(seed)
+                else:
+                    assert torch.equal(a, b), case.describe(seed)
     for t in case.state_args()[1:]:
         if t is not None:
             t.requires_grad_(True)

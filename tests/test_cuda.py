@@ -275,8 +275,8 @@ def test_opcheck(cell, lengths):
         fargs = (a["input"], a["lengths"], a["h0"], a["c0"], a["w_ih"], a["w_hh"], a["b_ih"],
                  a["b_hh"], a["w_hr"], True)
         bargs = (like(out[0]), like(out[1]), like(out[2]), *fargs, out[0], out[3])
-    for input_grad in (True, False):
-        torch.library.opcheck(bop, bargs + (input_grad,))
+    for input_grad, state_grad in ((True, True), (False, True), (True, False)):
+        torch.library.opcheck(bop, bargs + (input_grad, state_grad))
     fargs = tuple(x.clone().requires_grad_(x.is_floating_point()) if isinstance(x, torch.Tensor)
                   else x for x in fargs)
     for op in ops_:

@@ -188,7 +188,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_layer_backward(
     const Tensor& grad_output, const Tensor& grad_h_n, const Tensor& input,
     const OptTensor& lengths, const Tensor& h0, const Tensor& w_ih, const Tensor& w_hh,
     const OptTensor& b_ih, const OptTensor& b_hh, bool reverse, const Tensor& output,
-    const Tensor& reserve, bool input_grad) {
+    const Tensor& reserve, bool input_grad, bool state_grad) {
   const LayerSizes sz = check_layer_forward(Cell::GRU, at::kCPU, input, lengths, h0, nullptr, w_ih,
                                             w_hh, b_ih, b_hh, {}, "gru_layer_backward");
   check_layer_backward(Cell::GRU, sz, input, grad_output, grad_h_n, nullptr, output, reserve);
@@ -199,7 +199,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_layer_backward(
   const std::vector<int64_t> len = sequence_lengths(lengths, B, T);
   if (one_step::applies(T, B, H, len, false)) {
     return one_step::gru_backward(grad_output, grad_h_n, input, h0, w_ih, w_hh, sz.has_bias,
-                                  reserve, input_grad);
+                                  reserve, input_grad, state_grad);
   }
 
   const fast::Kernels* fk = fast::select();
@@ -260,7 +260,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_layer_backward(
       rows.addmm_(dg_xn.narrow(0, r0, r1 - r0), wih.narrow(0, 2 * H, H));
     }).view({T, B, I});
   }
-  return {dx.to(dtype), dh.to(dtype), dw_ih.to(dtype), dw_hh.to(dtype), db_ih, db_hh};
+  return {dx.to(dtype), state_grad ? dh.to(dtype) : input.new_empty({0}), dw_ih.to(dtype), dw_hh.to(dtype), db_ih, db_hh};
 }
 
 }  // namespace cpu

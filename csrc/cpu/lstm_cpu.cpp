@@ -261,7 +261,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_
     const Tensor& grad_output, const Tensor& grad_h_n, const Tensor& grad_c_n, const Tensor& input,
     const OptTensor& lengths, const Tensor& h0, const Tensor& c0, const Tensor& w_ih,
     const Tensor& w_hh, const OptTensor& b_ih, const OptTensor& b_hh, const OptTensor& w_hr,
-    bool reverse, const Tensor& output, const Tensor& reserve, bool input_grad) {
+    bool reverse, const Tensor& output, const Tensor& reserve, bool input_grad, bool state_grad) {
   const LayerSizes sz = check_layer_forward(Cell::LSTM, at::kCPU, input, lengths, h0, &c0, w_ih,
                                             w_hh, b_ih, b_hh, w_hr, "lstm_layer_backward");
   check_layer_backward(Cell::LSTM, sz, input, grad_output, grad_h_n, &grad_c_n, output, reserve);
@@ -272,7 +272,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_
   const std::vector<int64_t> len = sequence_lengths(lengths, B, T);
   if (one_step::applies(T, B, H, len, sz.has_proj)) {
     return one_step::lstm_backward(grad_output, grad_h_n, grad_c_n, input, h0, c0, w_ih, w_hh,
-                                   sz.has_bias, reserve, input_grad);
+                                   sz.has_bias, reserve, input_grad, state_grad);
   }
 
   // The backward with a projection keeps the portable loop.
@@ -341,8 +341,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_
     });
     dw_hr = dy.view({T * B, P}).t().mm(h_full.view({T * B, H})).to(dtype);
   }
-  return {dx.to(dtype),    dh.to(dtype),    dc.to(dtype), dw_ih.to(dtype),
-          dw_hh.to(dtype), db_ih,           db_hh,        dw_hr};
+  const Tensor dh0 = state_grad ? dh.to(dtype) : input.new_empty({0});
+  const Tensor dc0 = state_grad ? dc.to(dtype) : input.new_empty({0});
+  return {dx.to(dtype), dh0, dc0, dw_ih.to(dtype), dw_hh.to(dtype), db_ih, db_hh, dw_hr};
 }
 
 }  // namespace cpu

@@ -31,10 +31,11 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> rnn_layer_backward_op
     const Tensor& grad_output, const Tensor& grad_h_n, const Tensor& input,
     const OptTensor& lengths, const Tensor& h0, const Tensor& w_ih, const Tensor& w_hh,
     const OptTensor& b_ih, const OptTensor& b_hh, bool reverse, bool relu, const Tensor& output,
-    bool input_grad) {
+    bool input_grad, bool state_grad) {
   NoAutocast no_autocast;
   return rnn_layer_backward(grad_output, grad_h_n, input, lengths, h0, w_ih, w_hh, b_ih, b_hh,
-                            reverse, relu, output, input.new_empty({0}), input_grad);
+                            reverse, relu, output, input.new_empty({0}), input_grad,
+                            state_grad);
 }
 
 std::tuple<Tensor, Tensor> gru_layer_only(const Tensor& input, const OptTensor& lengths,
@@ -60,10 +61,10 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_layer_backward_op
     const Tensor& grad_output, const Tensor& grad_h_n, const Tensor& input,
     const OptTensor& lengths, const Tensor& h0, const Tensor& w_ih, const Tensor& w_hh,
     const OptTensor& b_ih, const OptTensor& b_hh, bool reverse, const Tensor& output,
-    const Tensor& reserve, bool input_grad) {
+    const Tensor& reserve, bool input_grad, bool state_grad) {
   NoAutocast no_autocast;
   return gru_layer_backward(grad_output, grad_h_n, input, lengths, h0, w_ih, w_hh, b_ih, b_hh,
-                            reverse, output, reserve, input_grad);
+                            reverse, output, reserve, input_grad, state_grad);
 }
 
 std::tuple<Tensor, Tensor, Tensor> lstm_layer_only(
@@ -89,10 +90,11 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_
     const Tensor& grad_output, const Tensor& grad_h_n, const Tensor& grad_c_n, const Tensor& input,
     const OptTensor& lengths, const Tensor& h0, const Tensor& c0, const Tensor& w_ih,
     const Tensor& w_hh, const OptTensor& b_ih, const OptTensor& b_hh, const OptTensor& w_hr,
-    bool reverse, const Tensor& output, const Tensor& reserve, bool input_grad) {
+    bool reverse, const Tensor& output, const Tensor& reserve, bool input_grad, bool state_grad) {
   NoAutocast no_autocast;
   return lstm_layer_backward(grad_output, grad_h_n, grad_c_n, input, lengths, h0, c0, w_ih, w_hh,
-                             b_ih, b_hh, w_hr, reverse, output, reserve, input_grad);
+                             b_ih, b_hh, w_hr, reverse, output, reserve, input_grad,
+                             state_grad);
 }
 
 }  // namespace

@@ -146,7 +146,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> rnn_layer_backward(
     const Tensor& grad_output, const Tensor& grad_h_n, const Tensor& input,
     const OptTensor& lengths, const Tensor& h0, const Tensor& w_ih, const Tensor& w_hh,
     const OptTensor& b_ih, const OptTensor& b_hh, bool reverse, bool relu, const Tensor& output,
-    const Tensor& reserve, bool input_grad) {
+    const Tensor& reserve, bool input_grad, bool state_grad) {
   const Cell cell = relu ? Cell::RNN_RELU : Cell::RNN_TANH;
   const LayerSizes sz = check_layer_forward(cell, at::kCPU, input, lengths, h0, nullptr, w_ih,
                                             w_hh, b_ih, b_hh, {}, "rnn_layer_backward");
@@ -158,7 +158,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> rnn_layer_backward(
   const std::vector<int64_t> len = sequence_lengths(lengths, B, T);
   if (one_step::applies(T, B, H, len, false)) {
     return one_step::rnn_backward(grad_output, grad_h_n, input, h0, w_ih, w_hh, sz.has_bias, relu,
-                                  output, input_grad);
+                                  output, input_grad, state_grad);
   }
 
   const fast::Kernels* fk = fast::select();
@@ -208,7 +208,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> rnn_layer_backward(
       at::mm_out(rows, dg.narrow(0, r0, r1 - r0), wih);
     }).view({T, B, I});
   }
-  return {dx.to(dtype), dh.to(dtype), dw_ih.to(dtype), dw_hh.to(dtype), db_ih, db_hh};
+  return {dx.to(dtype), state_grad ? dh.to(dtype) : input.new_empty({0}), dw_ih.to(dtype), dw_hh.to(dtype), db_ih, db_hh};
 }
 
 }  // namespace cpu

@@ -38,10 +38,10 @@ std::tuple<Tensor, Tensor, Tensor> rnn(const Tensor& input, const Tensor& h0, co
 
 Grads6 rnn_backward(const Tensor& grad_output, const Tensor& grad_h_n, const Tensor& input,
                     const Tensor& h0, const Tensor& w_ih, const Tensor& w_hh, bool has_bias,
-                    bool relu, const Tensor& output, bool input_grad) {
+                    bool relu, const Tensor& output, bool input_grad, bool state_grad) {
   auto [dx, dh0, dw_ih, dw_hh, db_ih, db_hh] =
       rnn_cell_backward(step_grad(grad_output, grad_h_n), input.select(0, 0), h0, w_ih, w_hh,
-                        has_bias, relu, output.select(0, 0), {input_grad, true, true});
+                        has_bias, relu, output.select(0, 0), {input_grad, state_grad, true});
   return {as_layer(dx, input_grad), dh0, dw_ih, dw_hh, db_ih, db_hh};
 }
 
@@ -55,10 +55,10 @@ std::tuple<Tensor, Tensor, Tensor> gru(const Tensor& input, const Tensor& h0, co
 
 Grads6 gru_backward(const Tensor& grad_output, const Tensor& grad_h_n, const Tensor& input,
                     const Tensor& h0, const Tensor& w_ih, const Tensor& w_hh, bool has_bias,
-                    const Tensor& reserve, bool input_grad) {
+                    const Tensor& reserve, bool input_grad, bool state_grad) {
   auto [dx, dh0, dw_ih, dw_hh, db_ih, db_hh] =
       gru_cell_backward(step_grad(grad_output, grad_h_n), input.select(0, 0), h0, w_ih, w_hh,
-                        has_bias, reserve.select(0, 0), {input_grad, true, true});
+                        has_bias, reserve.select(0, 0), {input_grad, state_grad, true});
   return {as_layer(dx, input_grad), dh0, dw_ih, dw_hh, db_ih, db_hh};
 }
 
@@ -74,10 +74,11 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> lstm(const Tensor& input, const Tenso
 
 Grads8 lstm_backward(const Tensor& grad_output, const Tensor& grad_h_n, const Tensor& grad_c_n,
                      const Tensor& input, const Tensor& h0, const Tensor& c0, const Tensor& w_ih,
-                     const Tensor& w_hh, bool has_bias, const Tensor& reserve, bool input_grad) {
+                     const Tensor& w_hh, bool has_bias, const Tensor& reserve, bool input_grad,
+                     bool state_grad) {
   auto [dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh] = lstm_cell_backward(
       step_grad(grad_output, grad_h_n), grad_c_n, input.select(0, 0), h0, c0, w_ih, w_hh,
-      has_bias, reserve.select(0, 0), {input_grad, true, true});
+      has_bias, reserve.select(0, 0), {input_grad, state_grad, true});
   return {as_layer(dx, input_grad), dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, input.new_empty({0})};
 }
 

@@ -30,7 +30,7 @@ std::tuple<Tensor, Tensor, Tensor> rnn(const Tensor& input, const Tensor& h0, co
                                        const OptTensor& b_hh, bool relu);
 Grads6 rnn_backward(const Tensor& grad_output, const Tensor& grad_h_n, const Tensor& input,
                     const Tensor& h0, const Tensor& w_ih, const Tensor& w_hh, bool has_bias,
-                    bool relu, const Tensor& output, bool input_grad);
+                    bool relu, const Tensor& output, bool input_grad, bool state_grad);
 
 // -> (output, h_n, reserve [1, B, 4H] or [0])
 std::tuple<Tensor, Tensor, Tensor> gru(const Tensor& input, const Tensor& h0, const Tensor& w_ih,
@@ -38,7 +38,7 @@ std::tuple<Tensor, Tensor, Tensor> gru(const Tensor& input, const Tensor& h0, co
                                        const OptTensor& b_hh, bool keep_reserve);
 Grads6 gru_backward(const Tensor& grad_output, const Tensor& grad_h_n, const Tensor& input,
                     const Tensor& h0, const Tensor& w_ih, const Tensor& w_hh, bool has_bias,
-                    const Tensor& reserve, bool input_grad);
+                    const Tensor& reserve, bool input_grad, bool state_grad);
 
 // -> (output, h_n, c_n, reserve [1, B, 5H] or [0])
 std::tuple<Tensor, Tensor, Tensor, Tensor> lstm(const Tensor& input, const Tensor& h0,
@@ -48,7 +48,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> lstm(const Tensor& input, const Tenso
 // -> the layer's gradients, grad_w_hr empty (no projection here)
 Grads8 lstm_backward(const Tensor& grad_output, const Tensor& grad_h_n, const Tensor& grad_c_n,
                      const Tensor& input, const Tensor& h0, const Tensor& c0, const Tensor& w_ih,
-                     const Tensor& w_hh, bool has_bias, const Tensor& reserve, bool input_grad);
+                     const Tensor& w_hh, bool has_bias, const Tensor& reserve, bool input_grad,
+                     bool state_grad);
 
 }  // namespace one_step
 }  // namespace cpu

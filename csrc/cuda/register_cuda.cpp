@@ -1,7 +1,8 @@
 // Registers the CUDA layer ops (csrc/cuda/{rnn,gru,lstm}.cu) and cell ops (cell.cu) for the
 // CUDA dispatch key of the schemas in csrc/rnnkit.cpp, through the adapters the schemas
 // need: the public layer ops drop the reserve (the kernels always write it), the backward
-// ops drop the input's gradient when input_grad=false (the kernels always compute it),
+// ops drop the input's gradient when input_grad=false and the initial state's when
+// state_grad=false (the kernels always compute them),
 // every op leaves autocast out (the modules cast before the call), and the public cell ops
 // keep no reserve.
 //
@@ -23,9 +24,14 @@ namespace rnnkit {
 namespace cuda {
 namespace {
 
-template <typename Tuple>
-Tuple without_input_grad(Tuple grads, const Tensor& input, bool input_grad) {
+// Grads: (input, h0[, c0], ...); states: 1, or 2 for the LSTM.
+template <int states, typename Tuple>
+Tuple only_wanted(Tuple grads, const Tensor& input, bool input_grad, bool state_grad) {
   if (!input_grad) std::get<0>(grads) = input.new_empty({0});
+  if (!state_grad) {
+    std::get<1>(grads) = input.new_empty({0});
+    if constexpr (states == 2) std::get<2>(grads) = input.new_empty({0});
+  }
   return grads;
 }
 
@@ -42,12 +48,12 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> rnn_layer_backward_op
     const Tensor& grad_output, const Tensor& grad_h_n, const Tensor& input,
     const OptTensor& lengths, const Tensor& h0, const Tensor& w_ih, const Tensor& w_hh,
     const OptTensor& b_ih, const OptTensor& b_hh, bool reverse, bool relu, const Tensor& output,
-    bool input_grad) {
+    bool input_grad, bool state_grad) {
   NoAutocast no_autocast;
-  return without_input_grad(rnn_layer_backward(grad_output, grad_h_n, input, lengths, h0, w_ih,
-                                               w_hh, b_ih, b_hh, reverse, relu, output,
-                                               input.new_empty({0})),
-                            input, input_grad);
+  return only_wanted<1>(rnn_layer_backward(grad_output, grad_h_n, input, lengths, h0, w_ih,
+                                           w_hh, b_ih, b_hh, reverse, relu, output,
+                                           input.new_empty({0})),
+                        input, input_grad, state_grad);
 }
 
 std::tuple<Tensor, Tensor> gru_layer_only(const Tensor& input, const OptTensor& lengths,
@@ -72,11 +78,11 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_layer_backward_op
     const Tensor& grad_output, const Tensor& grad_h_n, const Tensor& input,
     const OptTensor& lengths, const Tensor& h0, const Tensor& w_ih, const Tensor& w_hh,
     const OptTensor& b_ih, const OptTensor& b_hh, bool reverse, const Tensor& output,
-    const Tensor& reserve, bool input_grad) {
+    const Tensor& reserve, bool input_grad, bool state_grad) {
   NoAutocast no_autocast;
-  return without_input_grad(gru_layer_backward(grad_output, grad_h_n, input, lengths, h0, w_ih,
-                                               w_hh, b_ih, b_hh, reverse, output, reserve),
-                            input, input_grad);
+  return only_wanted<1>(gru_layer_backward(grad_output, grad_h_n, input, lengths, h0, w_ih,
+                                           w_hh, b_ih, b_hh, reverse, output, reserve),
+                        input, input_grad, state_grad);
 }
 
 std::tuple<Tensor, Tensor, Tensor> lstm_layer_only(
@@ -101,12 +107,12 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_
     const Tensor& grad_output, const Tensor& grad_h_n, const Tensor& grad_c_n, const Tensor& input,
     const OptTensor& lengths, const Tensor& h0, const Tensor& c0, const Tensor& w_ih,
     const Tensor& w_hh, const OptTensor& b_ih, const OptTensor& b_hh, const OptTensor& w_hr,
-    bool reverse, const Tensor& output, const Tensor& reserve, bool input_grad) {
+    bool reverse, const Tensor& output, const Tensor& reserve, bool input_grad, bool state_grad) {
   NoAutocast no_autocast;
-  return without_input_grad(
+  return only_wanted<2>(
       lstm_layer_backward(grad_output, grad_h_n, grad_c_n, input, lengths, h0, c0, w_ih, w_hh,
                           b_ih, b_hh, w_hr, reverse, output, reserve),
-      input, input_grad);
+      input, input_grad, state_grad);
 }
 
 }  // namespace

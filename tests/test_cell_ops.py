@@ -163,6 +163,43 @@ def test_float64_and_gradients_at_every_level(cell, relu, level, monkeypatch):
             torch.testing.assert_close(a.double(), b, rtol=tol, atol=tol * scale)
 
 
+@pytest.mark.parametrize("level", ["avx512", "avx2"])
+@pytest.mark.parametrize("cell, relu", CASES)
+def test_small_batch_products_at_every_level(cell, relu, level, monkeypatch):
+    """At B <= 4 the forward's products are the kernels' rows product, not GEMM calls:
+    every B from 1 to 5 (5: ATen's GEMM), K with and without a vector tail, G*H not a
+    multiple of the rows taken at a time, with and without biases, against the reference
+    in float64; and weights big enough to be split over the threads give the same bits
+    on 1 thread and on 2."""
+    monkeypatch.setenv("RNNKIT_CPU_ISA", level)
+    if torch.ops.rnnkit._cpu_isa() != level:
+        pytest.skip(f"this CPU has no {level}")
+    reference_fn = getattr(reference, f"{cell}_cell")
+    for dtype, tol in ((torch.float64, 1e-12), (torch.float32, 2e-5)):
+        for B in range(1, 6):
+            for I in (1, 16, 37):
+                for bias in (True, False):
+                    tensors = _args(cell, B=B, I=I, H=9, bias=bias, dtype=dtype)
+                    with torch.no_grad():
+                        got = _outputs(_call(cell, tensors, relu))
+                        want = _outputs(_call(cell, [None if t is None else t.double()
+                                                     for t in tensors], relu, fn=reference_fn))
+                    for a, b in zip(got, want, strict=True):
+                        torch.testing.assert_close(a.double(), b, rtol=tol, atol=tol)
+    tensors = _args(cell, B=3, I=300, H=130, dtype=torch.float32)
+    threads = torch.get_num_threads()
+    try:
+        with torch.no_grad():
+            torch.set_num_threads(1)
+            one = _outputs(_call(cell, tensors, relu))
+            torch.set_num_threads(2)
+            two = _outputs(_call(cell, tensors, relu))
+    finally:
+        torch.set_num_threads(threads)
+    for a, b in zip(one, two, strict=True):
+        assert torch.equal(a, b)
+
+
 @pytest.mark.parametrize("cell, relu", CASES)
 def test_cell_op_errors(cell, relu):
     x, *rest = _args(cell)

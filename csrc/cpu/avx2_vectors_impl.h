@@ -43,6 +43,12 @@ RNNKIT_TARGET static inline Vec vfnmadd(Vec a, Vec b, Vec c) { return _mm256_fnm
 RNNKIT_TARGET static inline Vec vmin(Vec a, Vec b) { return _mm256_min_ps(a, b); }
 RNNKIT_TARGET static inline Vec vmax(Vec a, Vec b) { return _mm256_max_ps(a, b); }
 RNNKIT_TARGET static inline Vec vabs(Vec a) { return _mm256_andnot_ps(_mm256_set1_ps(-0.0f), a); }
+// The sum of the lanes (the small products' dot products).
+RNNKIT_TARGET static inline float vhsum(Vec a) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
+}
 RNNKIT_TARGET static inline Vec vround(Vec a) {
   return _mm256_round_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
 }
@@ -94,6 +100,10 @@ RNNKIT_TARGET static inline DVec dfnmadd(DVec a, DVec b, DVec c) {
 RNNKIT_TARGET static inline DVec dmin(DVec a, DVec b) { return _mm256_min_pd(a, b); }
 RNNKIT_TARGET static inline DVec dmax(DVec a, DVec b) { return _mm256_max_pd(a, b); }
 RNNKIT_TARGET static inline DVec dabs(DVec a) { return _mm256_andnot_pd(_mm256_set1_pd(-0.0), a); }
+RNNKIT_TARGET static inline double dhsum(DVec a) {
+  const __m128d s = _mm_add_pd(_mm256_castpd256_pd128(a), _mm256_extractf128_pd(a, 1));
+  return _mm_cvtsd_f64(_mm_add_sd(s, _mm_unpackhi_pd(s, s)));
+}
 RNNKIT_TARGET static inline DVec dround(DVec a) {
   return _mm256_round_pd(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
 }

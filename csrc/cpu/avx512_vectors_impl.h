@@ -41,6 +41,8 @@ RNNKIT_TARGET static inline Vec vfnmadd(Vec a, Vec b, Vec c) { return _mm512_fnm
 RNNKIT_TARGET static inline Vec vmin(Vec a, Vec b) { return _mm512_min_ps(a, b); }
 RNNKIT_TARGET static inline Vec vmax(Vec a, Vec b) { return _mm512_max_ps(a, b); }
 RNNKIT_TARGET static inline Vec vabs(Vec a) { return _mm512_abs_ps(a); }
+// The sum of the lanes (the small products' dot products).
+RNNKIT_TARGET static inline float vhsum(Vec a) { return _mm512_reduce_add_ps(a); }
 RNNKIT_TARGET static inline Vec vround(Vec a) {
   return _mm512_roundscale_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
 }
@@ -84,6 +86,7 @@ RNNKIT_TARGET static inline DVec dfnmadd(DVec a, DVec b, DVec c) {
 RNNKIT_TARGET static inline DVec dmin(DVec a, DVec b) { return _mm512_min_pd(a, b); }
 RNNKIT_TARGET static inline DVec dmax(DVec a, DVec b) { return _mm512_max_pd(a, b); }
 RNNKIT_TARGET static inline DVec dabs(DVec a) { return _mm512_abs_pd(a); }
+RNNKIT_TARGET static inline double dhsum(DVec a) { return _mm512_reduce_add_pd(a); }
 RNNKIT_TARGET static inline DVec dround(DVec a) {
   return _mm512_roundscale_pd(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
 }

@@ -2,7 +2,8 @@
 // and LSTMCell run: both products and the gate math of one step in one call.
 //
 // Forward: gates = x · W_ihᵀ + b_ih (one addmm) += h · W_hhᵀ (one addmm_; GRU keeps the
-// hidden product apart, since r scales it with its bias), then one fused pass over
+// hidden product apart, since r scales it with its bias); at B <= 4 the instruction-set
+// kernels' rows product instead of both GEMM calls (see small_product); then one fused pass over
 // [B, H] (cells.h through vec_math.h) that adds b_hh, applies the nonlinearities, writes
 // the new state and, when a backward will follow, the reserve.
 // Backward: one fused pass writing the gate gradients, then the GEMMs that the output
@@ -39,6 +40,7 @@ struct Passes<float> {
   static constexpr auto gru = &fast::Kernels::gru_cell;
   static constexpr auto rnn = &fast::Kernels::rnn_cell;
   static constexpr auto lstm_backward = &fast::Kernels::lstm_cell_backward;
+  static constexpr auto rows = &fast::Kernels::rows_product;
 };
 template <>
 struct Passes<double> {
@@ -46,6 +48,7 @@ struct Passes<double> {
   static constexpr auto gru = &fast::Kernels::gru_cell_f64;
   static constexpr auto rnn = &fast::Kernels::rnn_cell_f64;
   static constexpr auto lstm_backward = &fast::Kernels::lstm_cell_backward_f64;
+  static constexpr auto rows = &fast::Kernels::rows_product_f64;
 };
 
 // Runs the pass `pass` of the instruction-set kernels over all rows, or returns false
@@ -61,6 +64,52 @@ bool fast_pass(int64_t B, int64_t H, void (*fast::Kernels::*pass)(const Args&, i
   return true;
 }
 
+// Weights of at least this many elements are split over the threads by the rows
+// product: below, a parallel region costs more than it saves.
+constexpr int64_t kParallelProduct = 32768;
+
+// out (+)= x · wᵀ (+ bias) by the instruction-set kernels' rows product (x [B, K] and w
+// [N, K] contiguous in T, 1 <= B <= kSmallRows), or false when it does not apply.
+bool small_product(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& out,
+                   bool accumulate) {
+  const fast::Kernels* fk = fast::select();
+  const int64_t B = x.size(0), N = w.size(0), K = w.size(1);
+  if (fk == nullptr || B < 1 || B > fast::kSmallRows || K == 0 || N == 0) return false;
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "rnnkit::small_product", [&] {
+    using T = scalar_t;
+    const fast::RowsProductArgsOf<T> args{B,
+                                          K,
+                                          x.const_data_ptr<T>(),
+                                          K,
+                                          w.const_data_ptr<T>(),
+                                          bias.defined() ? bias.const_data_ptr<T>() : nullptr,
+                                          out.mutable_data_ptr<T>(),
+                                          N,
+                                          accumulate};
+    const int64_t grain = std::max<int64_t>(4, kParallelProduct / K);
+    at::parallel_for(0, N, grain,
+                     [&](int64_t n0, int64_t n1) { (fk->*Passes<T>::rows)(args, n0, n1); });
+  });
+  return true;
+}
+
+// a · wᵀ (+ bias), [B, N] in dtype ct: cell_product, at a few rows by small_product.
+Tensor step_product(const Tensor& a, const Tensor& w, const OptTensor& bias, at::ScalarType ct) {
+  if (a.size(0) >= 1 && a.size(0) <= fast::kSmallRows) {
+    const Tensor x = prepare(a, ct), wc = prepare(w, ct);
+    const Tensor b = bias.has_value() ? prepare(*bias, ct) : Tensor();
+    Tensor out = at::empty({a.size(0), w.size(0)}, a.options().dtype(ct));
+    if (small_product(x, wc, b, out, /*accumulate=*/false)) return out;
+  }
+  return cell_product(a, w, bias, ct);
+}
+
+// out += a · wᵀ, out [B, N] contiguous in ct.
+void add_step_product(Tensor& out, const Tensor& a, const Tensor& w, at::ScalarType ct) {
+  const Tensor x = prepare(a, ct), wc = prepare(w, ct);
+  if (!small_product(x, wc, Tensor(), out, /*accumulate=*/true)) out.addmm_(x, wc.t());
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------- RNN
@@ -73,8 +122,8 @@ Tensor rnn_cell(const Tensor& input, const Tensor& hx, const Tensor& w_ih, const
   NoAutocast no_autocast;
   const auto dtype = input.scalar_type();
   const auto ct = compute_dtype(dtype);
-  Tensor pre = cell_product(input, w_ih, b_ih, ct);  // becomes h' in place
-  pre.addmm_(prepare(hx, ct), prepare(w_hh, ct).t());
+  Tensor pre = step_product(input, w_ih, b_ih, ct);  // becomes h' in place
+  add_step_product(pre, hx, w_hh, ct);
   const Tensor bias = sz.has_bias ? prepare(*b_hh, ct) : Tensor();
   const int64_t H = sz.H;
   bool done = false;
@@ -150,8 +199,8 @@ std::tuple<Tensor, Tensor> gru_cell(const Tensor& input, const Tensor& hx, const
   const auto dtype = input.scalar_type();
   const auto ct = compute_dtype(dtype);
   const int64_t B = sz.B, H = sz.H;
-  const Tensor gi = cell_product(input, w_ih, b_ih, ct);  // [B, 3H] with b_ih
-  const Tensor gh = cell_product(hx, w_hh, b_hh, ct);     // [B, 3H] with b_hh
+  const Tensor gi = step_product(input, w_ih, b_ih, ct);  // [B, 3H] with b_ih
+  const Tensor gh = step_product(hx, w_hh, b_hh, ct);     // [B, 3H] with b_hh
   const Tensor h_prev = prepare(hx, ct);
   const auto opts = input.options().dtype(ct);
   Tensor h = at::empty({B, H}, opts);
@@ -260,8 +309,8 @@ std::tuple<Tensor, Tensor, Tensor> lstm_cell(const Tensor& input, const Tensor& 
   const auto dtype = input.scalar_type();
   const auto ct = compute_dtype(dtype);
   const int64_t B = sz.B, H = sz.H;
-  Tensor gates = cell_product(input, w_ih, b_ih, ct);  // [B, 4H]
-  gates.addmm_(prepare(hx, ct), prepare(w_hh, ct).t());
+  Tensor gates = step_product(input, w_ih, b_ih, ct);  // [B, 4H]
+  add_step_product(gates, hx, w_hh, ct);
   const Tensor c_prev = prepare(cx, ct);
   const Tensor bias = sz.has_bias ? prepare(*b_hh, ct) : Tensor();
   const auto opts = input.options().dtype(ct);

@@ -202,6 +202,23 @@ struct LstmCellGradArgsOf {
 using LstmCellGradArgs = LstmCellGradArgsOf<float>;
 using LstmCellGradArgsF64 = LstmCellGradArgsOf<double>;
 
+// The products of the cell ops at a few rows (rows_product_impl.h), where a GEMM
+// call costs more than its arithmetic: columns [n0, n1) of
+//   out[b, n] = (out[b, n] if accumulate) + (bias[n]) + sum_k x[b, k] * w[n, k]
+// for rows b < B, 1 <= B <= kSmallRows.
+constexpr int64_t kSmallRows = 4;
+template <typename T>
+struct RowsProductArgsOf {
+  int64_t B, K;
+  const T* x;  // [B, K], rows ldx apart
+  int64_t ldx;
+  const T* w;     // [N, K] contiguous
+  const T* bias;  // [N] or null
+  T* out;         // [B, N], rows ldo apart
+  int64_t ldo;
+  bool accumulate;
+};
+
 // One instruction set's kernels.
 struct Kernels {
   const char* name;
@@ -218,6 +235,8 @@ struct Kernels {
   void (*rnn_cell_f64)(const CellStepArgsF64&, int64_t b0, int64_t b1);
   void (*lstm_cell_backward)(const LstmCellGradArgs&, int64_t b0, int64_t b1);
   void (*lstm_cell_backward_f64)(const LstmCellGradArgsF64&, int64_t b0, int64_t b1);
+  void (*rows_product)(const RowsProductArgsOf<float>&, int64_t n0, int64_t n1);
+  void (*rows_product_f64)(const RowsProductArgsOf<double>&, int64_t n0, int64_t n1);
   // iters rounds of 12 independent float FMA chains, 12 * width * iters FMAs.
   float (*fma_chains)(int64_t iters);
 };

@@ -628,6 +628,7 @@ RNNKIT_TARGET void projection(const ProjectionArgsOf<typename L::T>& a, int64_t 
 }
 
 #include "cell_kernels_impl.h"
+#include "rows_product_impl.h"
 
 // ------------------------------------------------------------------ peak
 
@@ -671,4 +672,6 @@ static const Kernels kKernels = {kName,
                                  &rnn_cell_pass<DoubleLanes>,
                                  &lstm_cell_backward_pass<FloatLanes>,
                                  &lstm_cell_backward_pass<DoubleLanes>,
+                                 &rows_product<FloatLanes>,
+                                 &rows_product<DoubleLanes>,
                                  &fma_chains};

@@ -50,6 +50,8 @@ struct FloatLanes {
   RNNKIT_TARGET static void st(T* p, Raw v) { vst(p, v); }
   RNNKIT_TARGET static Raw bcast(const T* p) { return vbcast(p); }
   RNNKIT_TARGET static Raw fma(Raw a, Raw b, Raw c) { return vfmadd(a, b, c); }
+  RNNKIT_TARGET static Raw ldn(const T* p, int n) { return vldn(p, n); }
+  RNNKIT_TARGET static T hsum(Raw v) { return vhsum(v); }
 };
 struct DoubleLanes {
   using T = double;
@@ -68,5 +70,7 @@ struct DoubleLanes {
   RNNKIT_TARGET static void st(T* p, Raw v) { dst(p, v); }
   RNNKIT_TARGET static Raw bcast(const T* p) { return dbcast(p); }
   RNNKIT_TARGET static Raw fma(Raw a, Raw b, Raw c) { return dfmadd(a, b, c); }
+  RNNKIT_TARGET static Raw ldn(const T* p, int n) { return dldn(p, n); }
+  RNNKIT_TARGET static T hsum(Raw v) { return dhsum(v); }
 };
 

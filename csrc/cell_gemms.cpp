@@ -24,25 +24,29 @@ at::Tensor cell_product(const at::Tensor& a, const at::Tensor& w,
   return at::mm(contiguous_as(a, ct), wt);
 }
 
+namespace {
+at::Tensor aten_times(const at::Tensor& a, const at::Tensor& w, const at::Tensor& c) {
+  return c.defined() ? at::addmm(c, a, w) : at::mm(a, w);
+}
+at::Tensor aten_outer(const at::Tensor& a, const at::Tensor& b) { return a.t().mm(b); }
+}  // namespace
+
+const CellGemms kAtenCellGemms = {&aten_times, &aten_outer};
+
 CellGrads cell_step_grads(const at::Tensor& dgi, const at::Tensor& dgh, const at::Tensor& x,
                           const at::Tensor& h, const at::Tensor& w_ih, const at::Tensor& w_hh,
                           const at::Tensor& dh_direct, bool has_bias, Mask3 mask,
-                          at::ScalarType dtype) {
+                          at::ScalarType dtype, const CellGemms& gemms) {
   // Each gradient not asked for is its own empty tensor: outputs of an op may not alias.
   auto none = [&] { return x.new_empty({0}, x.options().dtype(dtype)); };
   at::Tensor dx, dh, dw_ih, dw_hh, db_ih, db_hh;
   const auto ct = dgi.scalar_type();
-  dx = mask[0] ? as_dtype(at::mm(dgi, contiguous_as(w_ih, ct)), dtype) : none();
-  if (mask[1]) {
-    dh = dh_direct.defined() ? at::addmm(dh_direct, dgh, contiguous_as(w_hh, ct))
-                             : at::mm(dgh, contiguous_as(w_hh, ct));
-    dh = as_dtype(dh, dtype);
-  } else {
-    dh = none();
-  }
+  dx = mask[0] ? as_dtype(gemms.times(dgi, contiguous_as(w_ih, ct), at::Tensor()), dtype)
+                : none();
+  dh = mask[1] ? as_dtype(gemms.times(dgh, contiguous_as(w_hh, ct), dh_direct), dtype) : none();
   if (mask[2]) {
-    dw_ih = as_dtype(dgi.t().mm(contiguous_as(x, ct)), dtype);
-    dw_hh = as_dtype(dgh.t().mm(contiguous_as(h, ct)), dtype);
+    dw_ih = as_dtype(gemms.outer(dgi, contiguous_as(x, ct)), dtype);
+    dw_hh = as_dtype(gemms.outer(dgh, contiguous_as(h, ct)), dtype);
   } else {
     dw_ih = none();
     dw_hh = none();

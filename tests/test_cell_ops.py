@@ -166,11 +166,13 @@ def test_float64_and_gradients_at_every_level(cell, relu, level, monkeypatch):
 @pytest.mark.parametrize("level", ["avx512", "avx2"])
 @pytest.mark.parametrize("cell, relu", CASES)
 def test_small_batch_products_at_every_level(cell, relu, level, monkeypatch):
-    """At B <= 4 the forward's products are the kernels' rows product, not GEMM calls:
-    every B from 1 to 5 (5: ATen's GEMM), K with and without a vector tail, G*H not a
-    multiple of the rows taken at a time, with and without biases, against the reference
-    in float64; and weights big enough to be split over the threads give the same bits
-    on 1 thread and on 2."""
+    """At small batches the products are the kernels' rows product, not GEMM calls: every
+    B from 1 to 5 (5 with short products: ATen's GEMM), K with and without a vector tail,
+    G*H not a multiple of the rows taken at a time, with and without biases, forward and
+    backward;
+    groups of 4 rows for long products; against the reference in float64; and
+    weights big enough to be split over the threads give the same bits on 1 thread and
+    on 2."""
     monkeypatch.setenv("RNNKIT_CPU_ISA", level)
     if torch.ops.rnnkit._cpu_isa() != level:
         pytest.skip(f"this CPU has no {level}")
@@ -179,21 +181,47 @@ def test_small_batch_products_at_every_level(cell, relu, level, monkeypatch):
         for B in range(1, 6):
             for I in (1, 16, 37):
                 for bias in (True, False):
-                    tensors = _args(cell, B=B, I=I, H=9, bias=bias, dtype=dtype)
-                    with torch.no_grad():
-                        got = _outputs(_call(cell, tensors, relu))
-                        want = _outputs(_call(cell, [None if t is None else t.double()
-                                                     for t in tensors], relu, fn=reference_fn))
+                    # With every gradient: the backward's products at B <= 4 are the
+                    # rows kernels' too.
+                    tensors = _args(cell, B=B, I=I, H=9, bias=bias, dtype=dtype,
+                                    requires_grad=True)
+                    got = _outputs(_call(cell, tensors, relu))
+                    full = [None if t is None else t.detach().double().requires_grad_()
+                            for t in tensors]
+                    want = _outputs(_call(cell, full, relu, fn=reference_fn))
+                    grads = [torch.randn_like(o) for o in got]
+                    got += torch.autograd.grad(got, [t for t in tensors if t is not None],
+                                               grads)
+                    want += torch.autograd.grad(want, [t for t in full if t is not None],
+                                                [g.double() for g in grads])
                     for a, b in zip(got, want, strict=True):
                         torch.testing.assert_close(a.double(), b, rtol=tol, atol=tol)
-    tensors = _args(cell, B=3, I=300, H=130, dtype=torch.float32)
+        # Past 4 rows, in groups of 4, for products at least 256 long (up to 8 rows at
+        # AVX2, 32 at AVX-512; 33 rows: ATen's).
+        for B, I, H in ((6, 260, 9), (8, 256, 3), (17, 257, 258), (32, 300, 5),
+                        (33, 256, 256)):
+            tensors = _args(cell, B=B, I=I, H=H, dtype=dtype)
+            with torch.no_grad():
+                got = _outputs(_call(cell, tensors, relu))
+                want = _outputs(_call(cell, [None if t is None else t.double() for t in tensors],
+                                      relu, fn=reference_fn))
+            for a, b in zip(got, want, strict=True):
+                torch.testing.assert_close(a.double(), b, rtol=tol, atol=tol * 10)
+    tensors = _args(cell, B=3, I=300, H=130, dtype=torch.float32, requires_grad=True)
+    leaves = [t for t in tensors if t is not None]
+    grads = None
+
+    def run():
+        nonlocal grads
+        out = _outputs(_call(cell, tensors, relu))
+        grads = grads or [torch.randn_like(o) for o in out]
+        return [o.detach() for o in out] + list(torch.autograd.grad(out, leaves, grads))
     threads = torch.get_num_threads()
     try:
-        with torch.no_grad():
-            torch.set_num_threads(1)
-            one = _outputs(_call(cell, tensors, relu))
-            torch.set_num_threads(2)
-            two = _outputs(_call(cell, tensors, relu))
+        torch.set_num_threads(1)
+        one = run()
+        torch.set_num_threads(2)
+        two = run()
     finally:
         torch.set_num_threads(threads)
     for a, b in zip(one, two, strict=True):

@@ -2,12 +2,12 @@
 // and LSTMCell run: both products and the gate math of one step in one call.
 //
 // Forward: gates = x · W_ihᵀ + b_ih (one addmm) += h · W_hhᵀ (one addmm_; GRU keeps the
-// hidden product apart, since r scales it with its bias); at B <= 4 the instruction-set
-// kernels' rows product instead of both GEMM calls (see small_product); then one fused pass over
+// hidden product apart, since r scales it with its bias), or the instruction-set kernels'
+// rows product instead at small batches (see rows_product_applies); then one fused pass over
 // [B, H] (cells.h through vec_math.h) that adds b_hh, applies the nonlinearities, writes
 // the new state and, when a backward will follow, the reserve.
 // Backward: one fused pass writing the gate gradients, then the GEMMs that the output
-// mask asks for (dx, dh, dW) and the bias sums.
+// mask asks for (dx, dh, dW; at B <= 4 the rows kernels' instead) and the bias sums.
 //
 // A cell is often stepped in a Python loop at small sizes, so the cost of a call is
 // mostly its dispatches: tensors already contiguous in the compute dtype are used as
@@ -41,6 +41,8 @@ struct Passes<float> {
   static constexpr auto rnn = &fast::Kernels::rnn_cell;
   static constexpr auto lstm_backward = &fast::Kernels::lstm_cell_backward;
   static constexpr auto rows = &fast::Kernels::rows_product;
+  static constexpr auto times = &fast::Kernels::rows_times;
+  static constexpr auto outer = &fast::Kernels::rows_outer;
 };
 template <>
 struct Passes<double> {
@@ -49,6 +51,8 @@ struct Passes<double> {
   static constexpr auto rnn = &fast::Kernels::rnn_cell_f64;
   static constexpr auto lstm_backward = &fast::Kernels::lstm_cell_backward_f64;
   static constexpr auto rows = &fast::Kernels::rows_product_f64;
+  static constexpr auto times = &fast::Kernels::rows_times_f64;
+  static constexpr auto outer = &fast::Kernels::rows_outer_f64;
 };
 
 // Runs the pass `pass` of the instruction-set kernels over all rows, or returns false
@@ -68,13 +72,25 @@ bool fast_pass(int64_t B, int64_t H, void (*fast::Kernels::*pass)(const Args&, i
 // product: below, a parallel region costs more than it saves.
 constexpr int64_t kParallelProduct = 32768;
 
+// Where the rows product beats ATen's GEMM (MKL), measured on the cell ops (LSTM and RNN
+// cells, H = I in {64, 256, 1024}, B in {1, ..., 64}, at AVX-512 and at AVX2; benchmarks/
+// results/2026-12-02-cpu-calls-small-batch.md): always up to kSmallRows rows, where a
+// GEMM call costs more than its arithmetic; when the dot products are at least 256 long,
+// up to 32 rows with 16-float vectors and 8 with 8-float ones (1.1-2.1x MKL there, which
+// packs w on every call at those batches). Shorter products spend too much on the sums
+// across lanes; more rows re-read w too often.
+bool rows_product_applies(const fast::Kernels& fk, int64_t B, int64_t K) {
+  const int64_t grouped = fk.width >= 16 ? 32 : 8;
+  return B >= 1 && K > 0 && (B <= fast::kSmallRows || (B <= grouped && K >= 256));
+}
+
 // out (+)= x · wᵀ (+ bias) by the instruction-set kernels' rows product (x [B, K] and w
-// [N, K] contiguous in T, 1 <= B <= kSmallRows), or false when it does not apply.
+// [N, K] contiguous in T), or false when it does not apply.
 bool small_product(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& out,
                    bool accumulate) {
   const fast::Kernels* fk = fast::select();
   const int64_t B = x.size(0), N = w.size(0), K = w.size(1);
-  if (fk == nullptr || B < 1 || B > fast::kSmallRows || K == 0 || N == 0) return false;
+  if (fk == nullptr || !rows_product_applies(*fk, B, K) || N == 0) return false;
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "rnnkit::small_product", [&] {
     using T = scalar_t;
     const fast::RowsProductArgsOf<T> args{B,
@@ -93,9 +109,10 @@ bool small_product(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor&
   return true;
 }
 
-// a · wᵀ (+ bias), [B, N] in dtype ct: cell_product, at a few rows by small_product.
+// a · wᵀ (+ bias), [B, N] in dtype ct: cell_product, or small_product where it applies.
 Tensor step_product(const Tensor& a, const Tensor& w, const OptTensor& bias, at::ScalarType ct) {
-  if (a.size(0) >= 1 && a.size(0) <= fast::kSmallRows) {
+  const fast::Kernels* fk = fast::select();
+  if (fk != nullptr && rows_product_applies(*fk, a.size(0), w.size(1))) {
     const Tensor x = prepare(a, ct), wc = prepare(w, ct);
     const Tensor b = bias.has_value() ? prepare(*bias, ct) : Tensor();
     Tensor out = at::empty({a.size(0), w.size(0)}, a.options().dtype(ct));
@@ -109,6 +126,51 @@ void add_step_product(Tensor& out, const Tensor& a, const Tensor& w, at::ScalarT
   const Tensor x = prepare(a, ct), wc = prepare(w, ct);
   if (!small_product(x, wc, Tensor(), out, /*accumulate=*/true)) out.addmm_(x, wc.t());
 }
+
+// The backward's products (CellGemms) by the rows kernels at up to kSmallRows rows, where
+// a GEMM call costs more than its arithmetic, else ATen's. a · w (+ c): split over
+// columns; aᵀ · b: over rows of the result (written once, it is the larger operand).
+bool rows_grads_apply(const fast::Kernels* fk, const Tensor& a, int64_t K) {
+  const int64_t B = a.size(0);
+  return fk != nullptr && B >= 1 && B <= fast::kSmallRows && a.size(1) > 0 && K > 0 &&
+         a.is_contiguous();
+}
+
+Tensor rows_times(const Tensor& a, const Tensor& w, const Tensor& c) {
+  const fast::Kernels* fk = fast::select();
+  const int64_t B = a.size(0), N = a.size(1), K = w.size(1);
+  if (!rows_grads_apply(fk, a, K) || !w.is_contiguous() || (c.defined() && !c.is_contiguous()))
+    return kAtenCellGemms.times(a, w, c);
+  Tensor out = at::empty({B, K}, a.options());
+  AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "rnnkit::rows_times", [&] {
+    using T = scalar_t;
+    const fast::RowsGradArgsOf<T> args{B, N, K, a.const_data_ptr<T>(), N, w.const_data_ptr<T>(),
+                                       c.defined() ? c.const_data_ptr<T>() : nullptr,
+                                       out.mutable_data_ptr<T>()};
+    const int64_t grain = std::max<int64_t>(64, kParallelProduct / N);
+    at::parallel_for(0, K, grain,
+                     [&](int64_t k0, int64_t k1) { (fk->*Passes<T>::times)(args, k0, k1); });
+  });
+  return out;
+}
+
+Tensor rows_outer(const Tensor& a, const Tensor& b) {
+  const fast::Kernels* fk = fast::select();
+  const int64_t B = a.size(0), N = a.size(1), K = b.size(1);
+  if (!rows_grads_apply(fk, a, K) || !b.is_contiguous()) return kAtenCellGemms.outer(a, b);
+  Tensor out = at::empty({N, K}, a.options());
+  AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "rnnkit::rows_outer", [&] {
+    using T = scalar_t;
+    const fast::RowsGradArgsOf<T> args{B, N, K, a.const_data_ptr<T>(), N, b.const_data_ptr<T>(),
+                                       nullptr, out.mutable_data_ptr<T>()};
+    const int64_t grain = std::max<int64_t>(1, kParallelProduct / K);
+    at::parallel_for(0, N, grain,
+                     [&](int64_t n0, int64_t n1) { (fk->*Passes<T>::outer)(args, n0, n1); });
+  });
+  return out;
+}
+
+const CellGemms kCpuCellGemms = {&rows_times, &rows_outer};
 
 }  // namespace
 
@@ -184,7 +246,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> rnn_cell_backward(
     });
   });
   return cell_step_grads(dpre, dpre, input, hx, w_ih, w_hh, Tensor(), has_bias, output_mask,
-                         dtype);
+                         dtype, kCpuCellGemms);
 }
 
 // ---------------------------------------------------------------- GRU
@@ -293,7 +355,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_cell_backward(
     });
   });
   return cell_step_grads(dgi, dgh, input, hx, w_ih, w_hh, dh_direct, has_bias, output_mask,
-                         dtype);
+                         dtype, kCpuCellGemms);
 }
 
 // ---------------------------------------------------------------- LSTM
@@ -417,7 +479,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_cell_bac
     });
   });
   auto [dx, dh, dw_ih, dw_hh, db_ih, db_hh] =
-      cell_step_grads(dg, dg, input, hx, w_ih, w_hh, Tensor(), has_bias, output_mask, dtype);
+      cell_step_grads(dg, dg, input, hx, w_ih, w_hh, Tensor(), has_bias, output_mask, dtype,
+                      kCpuCellGemms);
   const Tensor dc_out = output_mask[1] ? as_dtype(dc, dtype) : input.new_empty({0});
   return {dx, dh, dc_out, dw_ih, dw_hh, db_ih, db_hh};
 }

@@ -219,6 +219,19 @@ struct RowsProductArgsOf {
   bool accumulate;
 };
 
+// The backward's products at the same batches: out = a · w (+ c) over columns [k0, k1)
+// (rows_times: a [B, N], w [N, K], c and out [B, K] contiguous), and out = aᵀ · w over
+// rows [n0, n1) (rows_outer: a [B, N], w [B, K], out [N, K]); any B >= 1.
+template <typename T>
+struct RowsGradArgsOf {
+  int64_t B, N, K;
+  const T* a;  // [B, N], rows lda apart
+  int64_t lda;
+  const T* w;
+  const T* c;  // rows_times: added, or null
+  T* out;
+};
+
 // One instruction set's kernels.
 struct Kernels {
   const char* name;
@@ -237,6 +250,10 @@ struct Kernels {
   void (*lstm_cell_backward_f64)(const LstmCellGradArgsF64&, int64_t b0, int64_t b1);
   void (*rows_product)(const RowsProductArgsOf<float>&, int64_t n0, int64_t n1);
   void (*rows_product_f64)(const RowsProductArgsOf<double>&, int64_t n0, int64_t n1);
+  void (*rows_times)(const RowsGradArgsOf<float>&, int64_t k0, int64_t k1);
+  void (*rows_times_f64)(const RowsGradArgsOf<double>&, int64_t k0, int64_t k1);
+  void (*rows_outer)(const RowsGradArgsOf<float>&, int64_t n0, int64_t n1);
+  void (*rows_outer_f64)(const RowsGradArgsOf<double>&, int64_t n0, int64_t n1);
   // iters rounds of 12 independent float FMA chains, 12 * width * iters FMAs.
   float (*fma_chains)(int64_t iters);
 };

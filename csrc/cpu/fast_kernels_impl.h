@@ -674,4 +674,8 @@ static const Kernels kKernels = {kName,
                                  &lstm_cell_backward_pass<DoubleLanes>,
                                  &rows_product<FloatLanes>,
                                  &rows_product<DoubleLanes>,
+                                 &rows_times<FloatLanes>,
+                                 &rows_times<DoubleLanes>,
+                                 &rows_outer<FloatLanes>,
+                                 &rows_outer<DoubleLanes>,
                                  &fma_chains};

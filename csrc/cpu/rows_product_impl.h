@@ -7,7 +7,24 @@
 // several. Here each output is a dot product of a row of x with a row of w, both
 // contiguous in k: R rows of w at a time, each loaded once for all of x's rows, into
 // B x R vector sums that are reduced across their lanes at the end. w streams through
-// once; nothing is packed.
+// once; nothing is packed. The backward's products (rows_times, rows_outer, at the end)
+// need no sums across lanes: w's rows scaled by a's broadcast entries.
+
+// f(Rows<B>{}) for the row count B, 1 <= B <= kSmallRows: the kernels below are
+// templates over B, so that their sums stay in registers.
+template <int B>
+struct Rows {
+  static constexpr int kB = B;
+};
+template <typename F>
+RNNKIT_TARGET static inline void with_rows(int64_t B, F&& f) {
+  switch (B) {
+    case 1: f(Rows<1>{}); break;
+    case 2: f(Rows<2>{}); break;
+    case 3: f(Rows<3>{}); break;
+    default: f(Rows<kSmallRows>{}); break;
+  }
+}
 
 // R rows of w from n against the B rows of x.
 template <typename L, int B, int R>
@@ -64,10 +81,116 @@ RNNKIT_TARGET static inline void rows_product_of(const RowsProductArgsOf<typenam
 template <typename L>
 RNNKIT_TARGET void rows_product(const RowsProductArgsOf<typename L::T>& a, int64_t n0,
                                 int64_t n1) {
-  switch (a.B) {
-    case 1: return rows_product_of<L, 1>(a, n0, n1);
-    case 2: return rows_product_of<L, 2>(a, n0, n1);
-    case 3: return rows_product_of<L, 3>(a, n0, n1);
-    default: return rows_product_of<L, kSmallRows>(a, n0, n1);
+  // kColumns rows of w at a time against every group of kSmallRows rows of x: those
+  // rows of w stay in cache while the groups pass, so w still streams in once.
+  constexpr int64_t kColumns = 16;
+  for (int64_t c0 = n0; c0 < n1; c0 += kColumns) {
+    const int64_t c1 = std::min(n1, c0 + kColumns);
+    for (int64_t b0 = 0; b0 < a.B; b0 += kSmallRows) {
+      RowsProductArgsOf<typename L::T> g = a;
+      g.x += b0 * a.ldx;
+      g.out += b0 * a.ldo;
+      g.B = std::min(kSmallRows, a.B - b0);
+      with_rows(g.B, [&](auto rows) { rows_product_of<L, decltype(rows)::kB>(g, c0, c1); });
+    }
   }
+}
+
+// ------------------------------------------------------------------ backward
+
+// The backward's products at the same batches (RowsGradArgsOf): a · w into out, and the
+// outer products aᵀ · x, without a GEMM call each.
+
+// out[b, k0 .. k0 + V*kW) (+ c) for the B rows of a: V vectors of k at a time, each row
+// n of w loaded once for all of a's rows (a's entries broadcast). `tail`: the last
+// vector holds only `last` values (V is then 1).
+template <typename L, int B, int V>
+RNNKIT_TARGET static inline void rows_times_block(const RowsGradArgsOf<typename L::T>& a,
+                                                  int64_t k0, int last) {
+  using Raw = typename L::Raw;
+  constexpr int kW = L::kWidth;
+  const int64_t K = a.K;
+  const bool tail = last < kW;
+  Raw acc[B][V];
+  for (int b = 0; b < B; ++b)
+    for (int v = 0; v < V; ++v) acc[b][v] = L::zero();
+  for (int64_t n = 0; n < a.N; ++n) {
+    const typename L::T* w = a.w + n * K + k0;
+    Raw wv[V];
+    for (int v = 0; v < V; ++v) wv[v] = tail ? L::ldn(w + v * kW, last) : L::ld(w + v * kW);
+    for (int b = 0; b < B; ++b) {
+      const Raw s = L::bcast(a.a + b * a.lda + n);
+      for (int v = 0; v < V; ++v) acc[b][v] = L::fma(s, wv[v], acc[b][v]);
+    }
+  }
+  for (int b = 0; b < B; ++b) {
+    for (int v = 0; v < V; ++v) {
+      const int64_t o = b * K + k0 + v * kW;
+      Raw r = acc[b][v];
+      if (a.c) r = L::add(r, tail ? L::ldn(a.c + o, last) : L::ld(a.c + o));
+      if (tail) {
+        L::stn(a.out + o, r, last);
+      } else {
+        L::st(a.out + o, r);
+      }
+    }
+  }
+}
+
+template <typename L, int B>
+RNNKIT_TARGET static inline void rows_times_of(const RowsGradArgsOf<typename L::T>& a,
+                                               int64_t k0, int64_t k1) {
+  constexpr int kRegisters = sizeof(typename L::Raw) == 64 ? 32 : 16;
+  constexpr int V = (kRegisters - 2) / (B + 1) >= 4 ? 4 : 2;
+  constexpr int kW = L::kWidth;
+  int64_t k = k0;
+  for (; k + V * kW <= k1; k += V * kW) rows_times_block<L, B, V>(a, k, kW);
+  for (; k < k1; k += kW) {
+    rows_times_block<L, B, 1>(a, k, static_cast<int>(std::min<int64_t>(kW, k1 - k)));
+  }
+}
+
+// Columns [k0, k1) of out = a · w (+ c): a [B, N], w [N, K], out and c [B, K].
+template <typename L>
+RNNKIT_TARGET void rows_times(const RowsGradArgsOf<typename L::T>& a, int64_t k0, int64_t k1) {
+  for (int64_t b0 = 0; b0 < a.B; b0 += kSmallRows) {
+    RowsGradArgsOf<typename L::T> g = a;
+    g.a += b0 * a.lda;
+    g.out += b0 * a.K;
+    if (g.c) g.c += b0 * a.K;
+    g.B = std::min(kSmallRows, a.B - b0);
+    with_rows(g.B, [&](auto rows) { rows_times_of<L, decltype(rows)::kB>(g, k0, k1); });
+  }
+}
+
+// Rows [n0, n1) of out = aᵀ · x: a [B, N], x [B, K] (w's place), out [N, K]; each row
+// n the sum of B rows of x scaled by a's column n.
+template <typename L, int B>
+RNNKIT_TARGET static inline void rows_outer_of(const RowsGradArgsOf<typename L::T>& a,
+                                               int64_t n0, int64_t n1) {
+  using Raw = typename L::Raw;
+  constexpr int kW = L::kWidth;
+  const int64_t K = a.K;
+  for (int64_t n = n0; n < n1; ++n) {
+    Raw s[B];
+    for (int b = 0; b < B; ++b) s[b] = L::bcast(a.a + b * a.lda + n);
+    typename L::T* out = a.out + n * K;
+    int64_t k = 0;
+    for (; k + kW <= K; k += kW) {
+      Raw r = L::zero();
+      for (int b = 0; b < B; ++b) r = L::fma(s[b], L::ld(a.w + b * K + k), r);
+      L::st(out + k, r);
+    }
+    if (k < K) {
+      const int m = static_cast<int>(K - k);
+      Raw r = L::zero();
+      for (int b = 0; b < B; ++b) r = L::fma(s[b], L::ldn(a.w + b * K + k, m), r);
+      L::stn(out + k, r, m);
+    }
+  }
+}
+
+template <typename L>
+RNNKIT_TARGET void rows_outer(const RowsGradArgsOf<typename L::T>& a, int64_t n0, int64_t n1) {
+  with_rows(a.B, [&](auto rows) { rows_outer_of<L, decltype(rows)::kB>(a, n0, n1); });
 }

@@ -101,20 +101,27 @@ RNNKIT_TARGET void rows_product(const RowsProductArgsOf<typename L::T>& a, int64
 // The backward's products at the same batches (RowsGradArgsOf): a · w into out, and the
 // outer products aᵀ · x, without a GEMM call each.
 
-// out[b, k0 .. k0 + V*kW) (+ c) for the B rows of a: V vectors of k at a time, each row
-// n of w loaded once for all of a's rows (a's entries broadcast). `tail`: the last
-// vector holds only `last` values (V is then 1).
+// out[b, k0 .. k0 + V*kW) for the B rows of a, over rows [n0, n1) of w: V vectors of k
+// at a time, each row n of w loaded once for all of a's rows (a's entries broadcast),
+// added to what out holds (first: to c, or to zero). `last`: the values in the last
+// vector (fewer than kW only with V = 1).
 template <typename L, int B, int V>
 RNNKIT_TARGET static inline void rows_times_block(const RowsGradArgsOf<typename L::T>& a,
-                                                  int64_t k0, int last) {
+                                                  int64_t n0, int64_t n1, int64_t k0,
+                                                  int last) {
   using Raw = typename L::Raw;
   constexpr int kW = L::kWidth;
   const int64_t K = a.K;
   const bool tail = last < kW;
+  const typename L::T* from = n0 > 0 ? a.out : a.c;
   Raw acc[B][V];
-  for (int b = 0; b < B; ++b)
-    for (int v = 0; v < V; ++v) acc[b][v] = L::zero();
-  for (int64_t n = 0; n < a.N; ++n) {
+  for (int b = 0; b < B; ++b) {
+    for (int v = 0; v < V; ++v) {
+      const int64_t o = b * K + k0 + v * kW;
+      acc[b][v] = from == nullptr ? L::zero() : tail ? L::ldn(from + o, last) : L::ld(from + o);
+    }
+  }
+  for (int64_t n = n0; n < n1; ++n) {
     const typename L::T* w = a.w + n * K + k0;
     Raw wv[V];
     for (int v = 0; v < V; ++v) wv[v] = tail ? L::ldn(w + v * kW, last) : L::ld(w + v * kW);
@@ -126,12 +133,10 @@ RNNKIT_TARGET static inline void rows_times_block(const RowsGradArgsOf<typename 
   for (int b = 0; b < B; ++b) {
     for (int v = 0; v < V; ++v) {
       const int64_t o = b * K + k0 + v * kW;
-      Raw r = acc[b][v];
-      if (a.c) r = L::add(r, tail ? L::ldn(a.c + o, last) : L::ld(a.c + o));
       if (tail) {
-        L::stn(a.out + o, r, last);
+        L::stn(a.out + o, acc[b][v], last);
       } else {
-        L::st(a.out + o, r);
+        L::st(a.out + o, acc[b][v]);
       }
     }
   }
@@ -143,10 +148,17 @@ RNNKIT_TARGET static inline void rows_times_of(const RowsGradArgsOf<typename L::
   constexpr int kRegisters = sizeof(typename L::Raw) == 64 ? 32 : 16;
   constexpr int V = (kRegisters - 2) / (B + 1) >= 4 ? 4 : 2;
   constexpr int kW = L::kWidth;
-  int64_t k = k0;
-  for (; k + V * kW <= k1; k += V * kW) rows_times_block<L, B, V>(a, k, kW);
-  for (; k < k1; k += kW) {
-    rows_times_block<L, B, 1>(a, k, static_cast<int>(std::min<int64_t>(kW, k1 - k)));
+  // kRowsN rows of w at a time over all of [k0, k1): they are read in order, a few
+  // pages at a time, while out's rows stay in cache (one pass of all N rows per
+  // vector of k would touch N pages each time).
+  constexpr int64_t kRowsN = 16;
+  for (int64_t n0 = 0; n0 < a.N; n0 += kRowsN) {
+    const int64_t n1 = std::min(a.N, n0 + kRowsN);
+    int64_t k = k0;
+    for (; k + V * kW <= k1; k += V * kW) rows_times_block<L, B, V>(a, n0, n1, k, kW);
+    for (; k < k1; k += kW) {
+      rows_times_block<L, B, 1>(a, n0, n1, k, static_cast<int>(std::min<int64_t>(kW, k1 - k)));
+    }
   }
 }
 

@@ -5,8 +5,9 @@
 // (RNN: rnn_layer, whose output is all its backward reads) under an OpNode
 // (csrc/op_node.h) that saves the reserve. Its backward runs *_layer_backward, asking for
 // the input's gradient and the initial state's only when they are wanted (a T = 1 call
-// from a state that needs none, as when none is given, saves a product). A double backward (create_graph=True)
-// differentiates the ATen reference (csrc/layer_reference.h) instead.
+// from a state that needs none, as when none is given, saves a product). A double
+// backward (create_graph=True) differentiates the ATen reference (csrc/layer_reference.h)
+// instead.
 //
 // Every op is called through the dispatcher, so the fake kernels (rnnkit/ops.py) stand in
 // for them under torch.compile and torch.export, and each device gets its own kernels.

@@ -77,7 +77,8 @@ constexpr int64_t kParallelProduct = 32768;
 // results/2026-12-02-cpu-calls-small-batch.md): always up to kSmallRows rows, where a
 // GEMM call costs more than its arithmetic; when the dot products are at least 256 long,
 // up to 32 rows with 16-float vectors and 8 with 8-float ones (1.1-2.1x MKL there, which
-// packs w on every call at those batches). Shorter products spend too much on the sums
+// packs w on every call at those batches; float64 follows the same rule, and its B = 16
+// rows gain as much in the module tables). Shorter products spend too much on the sums
 // across lanes; more rows re-read w too often.
 bool rows_product_applies(const fast::Kernels& fk, int64_t B, int64_t K) {
   const int64_t grouped = fk.width >= 16 ? 32 : 8;
@@ -91,6 +92,8 @@ bool small_product(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor&
   const fast::Kernels* fk = fast::select();
   const int64_t B = x.size(0), N = w.size(0), K = w.size(1);
   if (fk == nullptr || !rows_product_applies(*fk, B, K) || N == 0) return false;
+  TORCH_INTERNAL_ASSERT(x.is_contiguous() && w.is_contiguous() && out.is_contiguous() &&
+                        x.size(1) == K && out.size(0) == B && out.size(1) == N);
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "rnnkit::small_product", [&] {
     using T = scalar_t;
     const fast::RowsProductArgsOf<T> args{B,

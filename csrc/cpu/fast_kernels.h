@@ -205,7 +205,7 @@ using LstmCellGradArgsF64 = LstmCellGradArgsOf<double>;
 // The products of the cell ops at a few rows (rows_product_impl.h), where a GEMM
 // call costs more than its arithmetic: columns [n0, n1) of
 //   out[b, n] = (out[b, n] if accumulate) + (bias[n]) + sum_k x[b, k] * w[n, k]
-// for rows b < B, 1 <= B <= kSmallRows.
+// for rows b < B, any B >= 1 (in groups of kSmallRows rows; where it pays: cell_cpu.cpp).
 constexpr int64_t kSmallRows = 4;
 template <typename T>
 struct RowsProductArgsOf {
@@ -220,8 +220,9 @@ struct RowsProductArgsOf {
 };
 
 // The backward's products at the same batches: out = a · w (+ c) over columns [k0, k1)
-// (rows_times: a [B, N], w [N, K], c and out [B, K] contiguous), and out = aᵀ · w over
-// rows [n0, n1) (rows_outer: a [B, N], w [B, K], out [N, K]); any B >= 1.
+// (rows_times: a [B, N], w [N, K], c and out [B, K] contiguous; any B >= 1), and out =
+// aᵀ · w over rows [n0, n1) (rows_outer: a [B, N], w [B, K], out [N, K];
+// 1 <= B <= kSmallRows).
 template <typename T>
 struct RowsGradArgsOf {
   int64_t B, N, K;

@@ -260,7 +260,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_layer_backward(
       rows.addmm_(dg_xn.narrow(0, r0, r1 - r0), wih.narrow(0, 2 * H, H));
     }).view({T, B, I});
   }
-  return {dx.to(dtype), state_grad ? dh.to(dtype) : input.new_empty({0}), dw_ih.to(dtype), dw_hh.to(dtype), db_ih, db_hh};
+  const Tensor dh0 = state_grad ? dh.to(dtype) : input.new_empty({0});
+  return {dx.to(dtype), dh0, dw_ih.to(dtype), dw_hh.to(dtype), db_ih, db_hh};
 }
 
 }  // namespace cpu

@@ -1,11 +1,12 @@
 #pragma once
 // The CPU kernels of the layer ops, one forward and one backward per cell kind
 // (schemas: csrc/rnnkit.cpp; registered, with the adapters the schemas need, by
-// register_cpu.cpp). The backward ones take the schemas' flags input_grad and state_grad: false returns
-// empty gradients of the input (of h0 and c0), the input's uncomputed, the state's
-// uncomputed over a single step (over more, the recurrence computes it anyway). The forward ones of the GRU and
-// the LSTM take keep_reserve: false (the public op, after which no backward runs)
-// returns an empty reserve and does not write one.
+// register_cpu.cpp). The backward ones take the schemas' flags input_grad and
+// state_grad: false returns empty gradients of the input (of h0 and c0), the input's
+// uncomputed, the state's uncomputed over a single step (over more, the recurrence
+// computes it anyway). The forward ones of the GRU and the LSTM take keep_reserve: false
+// (the public op, after which no backward runs) returns an empty reserve and does not
+// write one.
 
 #include <ATen/core/Tensor.h>
 

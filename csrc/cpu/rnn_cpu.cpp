@@ -208,7 +208,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> rnn_layer_backward(
       at::mm_out(rows, dg.narrow(0, r0, r1 - r0), wih);
     }).view({T, B, I});
   }
-  return {dx.to(dtype), state_grad ? dh.to(dtype) : input.new_empty({0}), dw_ih.to(dtype), dw_hh.to(dtype), db_ih, db_hh};
+  const Tensor dh0 = state_grad ? dh.to(dtype) : input.new_empty({0});
+  return {dx.to(dtype), dh0, dw_ih.to(dtype), dw_hh.to(dtype), db_ih, db_hh};
 }
 
 }  // namespace cpu

@@ -1,14 +1,16 @@
 // The small products of the cell ops (fast_kernels.h, RowsProductArgsOf), included by
 // fast_kernels_impl.h inside one instruction set's namespace, after simd_lanes_impl.h.
 //
-// A cell step at batch 1 to kSmallRows multiplies a few rows by a weight matrix of
-// G*H rows: a matrix-vector product, whose arithmetic takes well under a microsecond
-// at H = 64 while a GEMM call (argument checks, a parallel region, packing) costs
-// several. Here each output is a dot product of a row of x with a row of w, both
-// contiguous in k: R rows of w at a time, each loaded once for all of x's rows, into
-// B x R vector sums that are reduced across their lanes at the end. w streams through
-// once; nothing is packed. The backward's products (rows_times, rows_outer, at the end)
-// need no sums across lanes: w's rows scaled by a's broadcast entries.
+// A cell step at small batches multiplies a few rows by a weight matrix of G*H rows:
+// close to a matrix-vector product, whose arithmetic takes well under a microsecond at
+// H = 64 while a GEMM call (argument checks, a parallel region, packing) costs several.
+// Here each output is a dot product of a row of x with a row of w, both contiguous in
+// k: R rows of w at a time, each loaded once for up to kSmallRows rows of x, into B x R
+// vector sums that are reduced across their lanes at the end; more rows of x go in
+// groups of kSmallRows against the same few rows of w while those are in cache. w
+// streams through once; nothing is packed. The backward's products (rows_times,
+// rows_outer, at the end) need no sums across lanes: w's rows scaled by a's broadcast
+// entries.
 
 // f(Rows<B>{}) for the row count B, 1 <= B <= kSmallRows: the kernels below are
 // templates over B, so that their sums stay in registers.
@@ -103,8 +105,8 @@ RNNKIT_TARGET void rows_product(const RowsProductArgsOf<typename L::T>& a, int64
 
 // out[b, k0 .. k0 + V*kW) for the B rows of a, over rows [n0, n1) of w: V vectors of k
 // at a time, each row n of w loaded once for all of a's rows (a's entries broadcast),
-// added to what out holds (first: to c, or to zero). `last`: the values in the last
-// vector (fewer than kW only with V = 1).
+// added to what out holds (first: to c, or to zero). `last`: how many values the last
+// vector holds (fewer than kW only with V = 1).
 template <typename L, int B, int V>
 RNNKIT_TARGET static inline void rows_times_block(const RowsGradArgsOf<typename L::T>& a,
                                                   int64_t n0, int64_t n1, int64_t k0,
@@ -175,8 +177,8 @@ RNNKIT_TARGET void rows_times(const RowsGradArgsOf<typename L::T>& a, int64_t k0
   }
 }
 
-// Rows [n0, n1) of out = aᵀ · x: a [B, N], x [B, K] (w's place), out [N, K]; each row
-// n the sum of B rows of x scaled by a's column n.
+// Rows [n0, n1) of out = aᵀ · x: a [B, N], x [B, K] (w's place), out [N, K], B <=
+// kSmallRows; each row n the sum of B rows of x scaled by a's column n.
 template <typename L, int B>
 RNNKIT_TARGET static inline void rows_outer_of(const RowsGradArgsOf<typename L::T>& a,
                                                int64_t n0, int64_t n1) {

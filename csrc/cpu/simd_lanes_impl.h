@@ -52,7 +52,6 @@ struct FloatLanes {
   RNNKIT_TARGET static Raw fma(Raw a, Raw b, Raw c) { return vfmadd(a, b, c); }
   RNNKIT_TARGET static Raw ldn(const T* p, int n) { return vldn(p, n); }
   RNNKIT_TARGET static void stn(T* p, Raw v, int n) { vstn(p, v, n); }
-  RNNKIT_TARGET static Raw add(Raw a, Raw b) { return vadd(a, b); }
   RNNKIT_TARGET static T hsum(Raw v) { return vhsum(v); }
 };
 struct DoubleLanes {
@@ -74,7 +73,6 @@ struct DoubleLanes {
   RNNKIT_TARGET static Raw fma(Raw a, Raw b, Raw c) { return dfmadd(a, b, c); }
   RNNKIT_TARGET static Raw ldn(const T* p, int n) { return dldn(p, n); }
   RNNKIT_TARGET static void stn(T* p, Raw v, int n) { dstn(p, v, n); }
-  RNNKIT_TARGET static Raw add(Raw a, Raw b) { return dadd(a, b); }
   RNNKIT_TARGET static T hsum(Raw v) { return dhsum(v); }
 };
 

@@ -55,16 +55,24 @@ struct Passes<double> {
   static constexpr auto outer = &fast::Kernels::rows_outer_f64;
 };
 
-// Runs the pass `pass` of the instruction-set kernels over all rows, or returns false
-// when none runs here (RNNKIT_CPU_ISA=generic, or a CPU without AVX2): then the caller
-// runs at::vec's.
 template <typename Args>
-bool fast_pass(int64_t B, int64_t H, void (*fast::Kernels::*pass)(const Args&, int64_t, int64_t),
+using Pass = void (*fast::Kernels::*)(const Args&, int64_t, int64_t);
+
+// Runs `pass` of fk over [0, n), split over the threads in pieces of at least `grain`.
+template <typename Args>
+void run_split(const fast::Kernels& fk, Pass<Args> pass, const Args& args, int64_t n,
+               int64_t grain) {
+  at::parallel_for(0, n, grain, [&](int64_t i0, int64_t i1) { (fk.*pass)(args, i0, i1); });
+}
+
+// Runs the pointwise pass `pass` of the instruction-set kernels over all rows, or returns
+// false when none runs here (fk null: RNNKIT_CPU_ISA=generic, or a CPU without AVX2):
+// then the caller runs at::vec's.
+template <typename Args>
+bool fast_pass(const fast::Kernels* fk, int64_t B, int64_t H, Pass<Args> pass,
                const Args& args) {
-  const fast::Kernels* fk = fast::select();
   if (fk == nullptr) return false;
-  at::parallel_for(0, B, std::max<int64_t>(1, kPointwiseGrain / std::max<int64_t>(1, H)),
-                   [&](int64_t b0, int64_t b1) { (fk->*pass)(args, b0, b1); });
+  run_split(*fk, pass, args, B, std::max<int64_t>(1, kPointwiseGrain / std::max<int64_t>(1, H)));
   return true;
 }
 
@@ -80,18 +88,17 @@ constexpr int64_t kParallelProduct = 32768;
 // packs w on every call at those batches; float64 follows the same rule, and its B = 16
 // rows gain as much in the module tables). Shorter products spend too much on the sums
 // across lanes; more rows re-read w too often.
-bool rows_product_applies(const fast::Kernels& fk, int64_t B, int64_t K) {
-  const int64_t grouped = fk.width >= 16 ? 32 : 8;
+bool rows_product_applies(const fast::Kernels* fk, int64_t B, int64_t N, int64_t K) {
+  if (fk == nullptr || N == 0) return false;
+  const int64_t grouped = fk->width >= 16 ? 32 : 8;
   return B >= 1 && K > 0 && (B <= fast::kSmallRows || (B <= grouped && K >= 256));
 }
 
-// out (+)= x · wᵀ (+ bias) by the instruction-set kernels' rows product (x [B, K] and w
-// [N, K] contiguous in T), or false when it does not apply.
-bool small_product(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& out,
-                   bool accumulate) {
-  const fast::Kernels* fk = fast::select();
+// out (+)= x · wᵀ (+ bias) by the instruction-set kernels' rows product, where
+// rows_product_applies: x [B, K], w [N, K] and out [B, N] contiguous in T.
+void small_product(const fast::Kernels& fk, const Tensor& x, const Tensor& w,
+                   const Tensor& bias, Tensor& out, bool accumulate) {
   const int64_t B = x.size(0), N = w.size(0), K = w.size(1);
-  if (fk == nullptr || !rows_product_applies(*fk, B, K) || N == 0) return false;
   TORCH_INTERNAL_ASSERT(x.is_contiguous() && w.is_contiguous() && out.is_contiguous() &&
                         x.size(1) == K && out.size(0) == B && out.size(1) == N);
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "rnnkit::small_product", [&] {
@@ -105,29 +112,31 @@ bool small_product(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor&
                                           out.mutable_data_ptr<T>(),
                                           N,
                                           accumulate};
-    const int64_t grain = std::max<int64_t>(4, kParallelProduct / K);
-    at::parallel_for(0, N, grain,
-                     [&](int64_t n0, int64_t n1) { (fk->*Passes<T>::rows)(args, n0, n1); });
+    run_split(fk, Passes<T>::rows, args, N, std::max<int64_t>(4, kParallelProduct / K));
   });
-  return true;
 }
 
-// a · wᵀ (+ bias), [B, N] in dtype ct: cell_product, or small_product where it applies.
-Tensor step_product(const Tensor& a, const Tensor& w, const OptTensor& bias, at::ScalarType ct) {
-  const fast::Kernels* fk = fast::select();
-  if (fk != nullptr && rows_product_applies(*fk, a.size(0), w.size(1))) {
-    const Tensor x = prepare(a, ct), wc = prepare(w, ct);
-    const Tensor b = bias.has_value() ? prepare(*bias, ct) : Tensor();
-    Tensor out = at::empty({a.size(0), w.size(0)}, a.options().dtype(ct));
-    if (small_product(x, wc, b, out, /*accumulate=*/false)) return out;
+// a · wᵀ (+ bias), [B, N] in dtype ct: small_product where it applies, else cell_product.
+Tensor step_product(const fast::Kernels* fk, const Tensor& a, const Tensor& w,
+                    const OptTensor& bias, at::ScalarType ct) {
+  if (!rows_product_applies(fk, a.size(0), w.size(0), w.size(1))) {
+    return cell_product(a, w, bias, ct);
   }
-  return cell_product(a, w, bias, ct);
+  const Tensor b = bias.has_value() ? prepare(*bias, ct) : Tensor();
+  Tensor out = at::empty({a.size(0), w.size(0)}, a.options().dtype(ct));
+  small_product(*fk, prepare(a, ct), prepare(w, ct), b, out, /*accumulate=*/false);
+  return out;
 }
 
 // out += a · wᵀ, out [B, N] contiguous in ct.
-void add_step_product(Tensor& out, const Tensor& a, const Tensor& w, at::ScalarType ct) {
+void add_step_product(const fast::Kernels* fk, Tensor& out, const Tensor& a, const Tensor& w,
+                      at::ScalarType ct) {
   const Tensor x = prepare(a, ct), wc = prepare(w, ct);
-  if (!small_product(x, wc, Tensor(), out, /*accumulate=*/true)) out.addmm_(x, wc.t());
+  if (rows_product_applies(fk, x.size(0), wc.size(0), wc.size(1))) {
+    small_product(*fk, x, wc, Tensor(), out, /*accumulate=*/true);
+  } else {
+    out.addmm_(x, wc.t());
+  }
 }
 
 // The backward's products (CellGemms) by the rows kernels at up to kSmallRows rows, where
@@ -150,9 +159,7 @@ Tensor rows_times(const Tensor& a, const Tensor& w, const Tensor& c) {
     const fast::RowsGradArgsOf<T> args{B, N, K, a.const_data_ptr<T>(), N, w.const_data_ptr<T>(),
                                        c.defined() ? c.const_data_ptr<T>() : nullptr,
                                        out.mutable_data_ptr<T>()};
-    const int64_t grain = std::max<int64_t>(64, kParallelProduct / N);
-    at::parallel_for(0, K, grain,
-                     [&](int64_t k0, int64_t k1) { (fk->*Passes<T>::times)(args, k0, k1); });
+    run_split(*fk, Passes<T>::times, args, K, std::max<int64_t>(64, kParallelProduct / N));
   });
   return out;
 }
@@ -169,9 +176,7 @@ Tensor rows_outer(const Tensor& a, const Tensor& b) {
     using T = scalar_t;
     const fast::RowsGradArgsOf<T> args{B, N, K, a.const_data_ptr<T>(), N, b.const_data_ptr<T>(),
                                        nullptr, out.mutable_data_ptr<T>()};
-    const int64_t grain = std::max<int64_t>(1, kParallelProduct / K);
-    at::parallel_for(0, N, grain,
-                     [&](int64_t n0, int64_t n1) { (fk->*Passes<T>::outer)(args, n0, n1); });
+    run_split(*fk, Passes<T>::outer, args, N, std::max<int64_t>(1, kParallelProduct / K));
   });
   return out;
 }
@@ -190,8 +195,9 @@ Tensor rnn_cell(const Tensor& input, const Tensor& hx, const Tensor& w_ih, const
   NoAutocast no_autocast;
   const auto dtype = input.scalar_type();
   const auto ct = compute_dtype(dtype);
-  Tensor pre = step_product(input, w_ih, b_ih, ct);  // becomes h' in place
-  add_step_product(pre, hx, w_hh, ct);
+  const fast::Kernels* fk = fast::select();
+  Tensor pre = step_product(fk, input, w_ih, b_ih, ct);  // becomes h' in place
+  add_step_product(fk, pre, hx, w_hh, ct);
   const Tensor bias = sz.has_bias ? prepare(*b_hh, ct) : Tensor();
   const int64_t H = sz.H;
   bool done = false;
@@ -203,7 +209,7 @@ Tensor rnn_cell(const Tensor& input, const Tensor& hx, const Tensor& w_ih, const
     args.gates = pre.const_data_ptr<T>();
     args.b_hh = sz.has_bias ? bias.const_data_ptr<T>() : nullptr;
     args.h = pre.mutable_data_ptr<T>();
-    done = fast_pass(sz.B, H, Passes<T>::rnn, args);
+    done = fast_pass(fk, sz.B, H, Passes<T>::rnn, args);
   });
   if (done) return as_dtype(pre, dtype);
   AT_DISPATCH_FLOATING_TYPES(ct, "rnnkit::rnn_cell", [&] {
@@ -267,8 +273,9 @@ std::tuple<Tensor, Tensor> gru_cell(const Tensor& input, const Tensor& hx, const
   const auto dtype = input.scalar_type();
   const auto ct = compute_dtype(dtype);
   const int64_t B = sz.B, H = sz.H;
-  const Tensor gi = step_product(input, w_ih, b_ih, ct);  // [B, 3H] with b_ih
-  const Tensor gh = step_product(hx, w_hh, b_hh, ct);     // [B, 3H] with b_hh
+  const fast::Kernels* fk = fast::select();
+  const Tensor gi = step_product(fk, input, w_ih, b_ih, ct);  // [B, 3H] with b_ih
+  const Tensor gh = step_product(fk, hx, w_hh, b_hh, ct);     // [B, 3H] with b_hh
   const Tensor h_prev = prepare(hx, ct);
   const auto opts = input.options().dtype(ct);
   Tensor h = at::empty({B, H}, opts);
@@ -284,7 +291,7 @@ std::tuple<Tensor, Tensor> gru_cell(const Tensor& input, const Tensor& hx, const
     args.h_prev = h_prev.const_data_ptr<T>();
     args.h = h.mutable_data_ptr<T>();
     args.reserve = keep_reserve ? reserve.mutable_data_ptr<T>() : nullptr;
-    done = fast_pass(B, H, Passes<T>::gru, args);
+    done = fast_pass(fk, B, H, Passes<T>::gru, args);
   });
   if (done) return {as_dtype(h, dtype), keep_reserve ? as_dtype(reserve, dtype) : no_reserve};
   AT_DISPATCH_FLOATING_TYPES(ct, "rnnkit::gru_cell", [&] {
@@ -377,8 +384,9 @@ std::tuple<Tensor, Tensor, Tensor> lstm_cell(const Tensor& input, const Tensor& 
   const auto dtype = input.scalar_type();
   const auto ct = compute_dtype(dtype);
   const int64_t B = sz.B, H = sz.H;
-  Tensor gates = step_product(input, w_ih, b_ih, ct);  // [B, 4H]
-  add_step_product(gates, hx, w_hh, ct);
+  const fast::Kernels* fk = fast::select();
+  Tensor gates = step_product(fk, input, w_ih, b_ih, ct);  // [B, 4H]
+  add_step_product(fk, gates, hx, w_hh, ct);
   const Tensor c_prev = prepare(cx, ct);
   const Tensor bias = sz.has_bias ? prepare(*b_hh, ct) : Tensor();
   const auto opts = input.options().dtype(ct);
@@ -396,7 +404,7 @@ std::tuple<Tensor, Tensor, Tensor> lstm_cell(const Tensor& input, const Tensor& 
     args.h = h.mutable_data_ptr<T>();
     args.c = c.mutable_data_ptr<T>();
     args.reserve = keep_reserve ? reserve.mutable_data_ptr<T>() : nullptr;
-    done = fast_pass(B, H, Passes<T>::lstm, args);
+    done = fast_pass(fk, B, H, Passes<T>::lstm, args);
   });
   if (done) {
     return {as_dtype(h, dtype), as_dtype(c, dtype),
@@ -462,7 +470,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_cell_bac
     const T* cp = c_prev.const_data_ptr<T>();
     T* dgp = dg.mutable_data_ptr<T>();
     T* dcout = dc.mutable_data_ptr<T>();
-    if (fast_pass(B, H, Passes<T>::lstm_backward,
+    if (fast_pass(fast::select(), B, H, Passes<T>::lstm_backward,
                   fast::LstmCellGradArgsOf<T>{H, dhp, dcp, rp, cp, dgp, dcout})) {
       return;
     }

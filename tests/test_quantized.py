@@ -115,6 +115,26 @@ def test_op_matches_reference(mode, reverse, packed, isa, monkeypatch):
 
 
 @pytest.mark.skipif(not _kernels(), reason="no compiled int8 kernels on this CPU")
+@pytest.mark.parametrize("mode", quantized.MODES)
+@pytest.mark.parametrize("isa", ["auto", "avx512_vnni", "avx2_vnni", "avx2"])
+def test_op_matches_reference_at_every_row_block(mode, isa, monkeypatch):
+    # The kernels cut the batch into row blocks of up to 4-16 rows, each taken in one
+    # pass over all of a panel's vectors or in several passes, by its size and the
+    # registers the instruction set has (panel_product and wide_rows in
+    # fast_kernels_impl.h): batches 1 to 17 meet every block size of every level.
+    monkeypatch.setenv("RNNKIT_CPU_ISA", isa)
+    for B in range(1, 18):
+        I, H = int(torch.randint(1, 40, ()).item()), int(torch.randint(9, 40, ()).item())
+        P = int(torch.randint(1, H + 1, ()).item()) if mode == "LSTM" else H
+        args = _op_args(mode, 3, B, I, H, P, bias=True, lengths=None, reverse=False)
+        depth = _depth(max(I, P, H))
+        got = torch.ops.rnnkit.quantized_layer(*args)
+        want = quantized.reference_layer(*args, depth=depth)
+        # As in test_op_matches_reference.
+        assert_all_close(got, want, atol=1e-3 if depth == 2 else 2e-2, rtol=1e-3)
+
+
+@pytest.mark.skipif(not _kernels(), reason="no compiled int8 kernels on this CPU")
 @pytest.mark.parametrize("isa", ["auto", "avx512_vnni", "avx2_vnni", "avx2"])
 def test_results_do_not_depend_on_thread_count(isa, monkeypatch):
     monkeypatch.setenv("RNNKIT_CPU_ISA", isa)

@@ -71,6 +71,7 @@ RNNKIT_TARGET static inline void ist_levels(int16_t* p, Vec v, int n) {
 
 #include "fast_kernels_impl.h"
 constexpr int kKAlign = 2;
+constexpr int kIdotScratch = 1;  // vpmaddwd's products, before the add
 constexpr void (*kBeginThread)() = nullptr;
 #include "quantized_kernels_impl.h"
 #if defined(__clang__)

@@ -130,6 +130,35 @@ struct TileShape {
   static constexpr int vectors = PV == 3 ? kPass3 : kPass4;
 };
 
+// The vectors of one pass over a block of TileShape<PV>::rows rows: the shape's,
+// or one fewer where the lanes' product needs scratch registers (L::kScratch) that
+// the shape's accumulators, weight vectors and broadcast leave no room for. A tile
+// that does not fit the register file spills in the inner loop: AVX2's int16 pairs
+// keep vpmaddwd's products in a register before adding them, and their 4 x 3 tile
+// of a GRU panel (17 registers of 16) ran slower per row than an LSTM panel's 4
+// rows in two passes of 2 vectors (int8 GRU, T=100 B=8 H=512 on a Zen 3: 13.7 ms
+// in one pass, 11.5 in passes of 2 and 1 vectors).
+template <typename L, int PV>
+constexpr int pass_vectors() {
+  constexpr int kRegisters = sizeof(typename L::Raw) == 64 ? 32 : 16;
+  constexpr int MR = TileShape<PV>::rows, NV = TileShape<PV>::vectors;
+  return MR * NV + NV + 1 + L::kScratch <= kRegisters || NV == 1 ? NV : NV - 1;
+}
+
+// The most rows (up to kWideRows) that one pass over all PV vectors takes: as many
+// as the register file holds their accumulators, the broadcast, the lanes' scratch
+// and the weights, of which a float FMA can read one from memory (AVX2's 3 x 4
+// float tile: 17 registers, measured faster than passes) but vpmaddwd cannot, its
+// weights being widened from int8 first.
+template <typename L, int PV>
+constexpr int wide_rows() {
+  constexpr int kRegisters = sizeof(typename L::Raw) == 64 ? 32 : 16;
+  constexpr int weights = L::kScratch > 0 ? PV : PV - 1;
+  int m = kWideRows;
+  while (m > 1 && m * PV + weights + 1 + L::kScratch > kRegisters) --m;
+  return m;
+}
+
 // tile[i][c] = sum_k A[i*lda + k] * panel[k*PV*w + c] for i < m <= TileShape<PV>::rows
 // and every column c < PV*w of the panel.
 template <typename L, int PV>
@@ -137,10 +166,11 @@ RNNKIT_TARGET static inline void panel_product(int m, int64_t K, const typename 
                                                int64_t lda, const typename L::Panel* panel,
                                                typename L::Acc* tile) {
   constexpr int MR = TileShape<PV>::rows;
-  constexpr int NV = TileShape<PV>::vectors;
+  constexpr int NV = pass_vectors<L, PV>();
   constexpr int w = L::kWidth;
+  constexpr int kWide = wide_rows<L, PV>();
   if constexpr (NV < PV) {
-    if (m > kWideRows) {
+    if (m > kWide) {
       constexpr int full = PV / NV * NV;
       for (int v0 = 0; v0 < full; v0 += NV)
         micro_rows<L, NV, PV, MR>(m, K, A, lda, panel + v0 * w * L::kDepth, tile + v0 * w);
@@ -150,7 +180,7 @@ RNNKIT_TARGET static inline void panel_product(int m, int64_t K, const typename 
       return;
     }
   }
-  micro_rows<L, PV, PV, (NV < PV ? kWideRows : MR)>(m, K, A, lda, panel, tile);
+  micro_rows<L, PV, PV, (NV < PV ? kWide : MR)>(m, K, A, lda, panel, tile);
 }
 
 // Rows [0, B) in row blocks of at most MR rows, all of nearly the same size (8

@@ -109,6 +109,7 @@ RNNKIT_TARGET static inline void amx_sums(const Level* A, int64_t K, const int8_
 }
 
 constexpr int kKAlign = 64;
+constexpr int kIdotScratch = 0;
 constexpr void (*kBeginThread)() = &begin_thread;
 
 // The float kernels' step functions (their table goes unused here).

@@ -44,6 +44,7 @@ constexpr const char* kName = "avx512_vnni";
 // The float kernels' step functions and microkernel (their table goes unused here).
 #include "fast_kernels_impl.h"
 constexpr int kKAlign = 4;
+constexpr int kIdotScratch = 0;
 constexpr void (*kBeginThread)() = nullptr;
 #include "quantized_kernels_impl.h"
 #if defined(__clang__)

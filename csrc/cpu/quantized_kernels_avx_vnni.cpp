@@ -64,6 +64,7 @@ RNNKIT_TARGET static inline void ist_levels(uint8_t* p, Vec v, int n) {
 // The float kernels' step functions and microkernel (their table goes unused here).
 #include "fast_kernels_impl.h"
 constexpr int kKAlign = 4;
+constexpr int kIdotScratch = 0;
 constexpr void (*kBeginThread)() = nullptr;
 #include "quantized_kernels_impl.h"
 #pragma GCC pop_options

@@ -14,6 +14,7 @@
 //   ist_levels(p, v, n)  the first n lanes of v (integral floats in [-Q, Q]) as
 //                        Levels at p (plus 128 for uint8 levels)
 //   kKAlign, kBeginThread  QuantizedKernels' align and begin_thread
+//   kIdotScratch         the registers idot needs besides its operands and result
 //   amx_sums<PV>(A, K, panel, sums), kVnniRows
 //                        with RNNKIT_AMX_TILES defined: the sums of 16 rows in AMX
 //                        tiles, for row blocks of more than kVnniRows rows (fewer
@@ -32,6 +33,7 @@ struct Int8Lanes {
   using Raw = IVec;
   static constexpr int kWidth = W;
   static constexpr int kDepth = 4 / static_cast<int>(sizeof(Level));
+  static constexpr int kScratch = kIdotScratch;
   RNNKIT_TARGET static Raw zero() { return izero(); }
   RNNKIT_TARGET static Raw ld(const Panel* p) { return ild(p); }
   RNNKIT_TARGET static Raw bcast(const T* p) { return ibcast(p); }

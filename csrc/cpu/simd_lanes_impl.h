@@ -38,6 +38,7 @@ struct FloatLanes {
   using Panel = T;
   using Acc = T;
   static constexpr int kDepth = 1;
+  static constexpr int kScratch = 0;  // registers fma needs besides its operands
   using Raw = Vec;
   using V = CV;
   using M = CMath;
@@ -59,6 +60,7 @@ struct DoubleLanes {
   using Panel = T;
   using Acc = T;
   static constexpr int kDepth = 1;
+  static constexpr int kScratch = 0;  // registers fma needs besides its operands
   using Raw = DVec;
   using V = DV;
   using M = DMath;

@@ -87,10 +87,16 @@ constexpr int64_t kParallelProduct = 32768;
 // up to 32 rows with 16-float vectors and 8 with 8-float ones (1.1-2.1x MKL there, which
 // packs w on every call at those batches; float64 follows the same rule, and its B = 16
 // rows gain as much in the module tables). Shorter products spend too much on the sums
-// across lanes; more rows re-read w too often.
-bool rows_product_applies(const fast::Kernels* fk, int64_t B, int64_t N, int64_t K) {
+// across lanes; more rows re-read w too often. On AMD CPUs, where MKL's GEMM runs well
+// below its speed on Intel's (a Zen 3 at AVX2: 80-100 GFLOP/s at [16, 256] x [256, 1024]
+// of a 205 GFLOP/s FMA peak), 8-float vectors take the grouped rows up to 32 rows too,
+// 4-double ones up to 16 (LSTMCell B=16 H=1024: 5.2 ms by MKL, 2.9 by the rows product;
+// float64 at B = 32 no faster; benchmarks/results/2026-12-02-cpu-zen3.md).
+bool rows_product_applies(const fast::Kernels* fk, int64_t B, int64_t N, int64_t K,
+                          at::ScalarType dtype) {
   if (fk == nullptr || N == 0) return false;
-  const int64_t grouped = fk->width >= 16 ? 32 : 8;
+  static const bool amd = __builtin_cpu_is("amd");
+  const int64_t grouped = fk->width >= 16 ? 32 : !amd ? 8 : dtype == at::kDouble ? 16 : 32;
   return B >= 1 && K > 0 && (B <= fast::kSmallRows || (B <= grouped && K >= 256));
 }
 
@@ -119,7 +125,7 @@ void small_product(const fast::Kernels& fk, const Tensor& x, const Tensor& w,
 // a · wᵀ (+ bias), [B, N] in dtype ct: small_product where it applies, else cell_product.
 Tensor step_product(const fast::Kernels* fk, const Tensor& a, const Tensor& w,
                     const OptTensor& bias, at::ScalarType ct) {
-  if (!rows_product_applies(fk, a.size(0), w.size(0), w.size(1))) {
+  if (!rows_product_applies(fk, a.size(0), w.size(0), w.size(1), ct)) {
     return cell_product(a, w, bias, ct);
   }
   const Tensor b = bias.has_value() ? prepare(*bias, ct) : Tensor();
@@ -132,7 +138,7 @@ Tensor step_product(const fast::Kernels* fk, const Tensor& a, const Tensor& w,
 void add_step_product(const fast::Kernels* fk, Tensor& out, const Tensor& a, const Tensor& w,
                       at::ScalarType ct) {
   const Tensor x = prepare(a, ct), wc = prepare(w, ct);
-  if (rows_product_applies(fk, x.size(0), wc.size(0), wc.size(1))) {
+  if (rows_product_applies(fk, x.size(0), wc.size(0), wc.size(1), ct)) {
     small_product(*fk, x, wc, Tensor(), out, /*accumulate=*/true);
   } else {
     out.addmm_(x, wc.t());

@@ -167,7 +167,8 @@ def test_float64_and_gradients_at_every_level(cell, relu, level, monkeypatch):
 @pytest.mark.parametrize("cell, relu", CASES)
 def test_small_batch_products_at_every_level(cell, relu, level, monkeypatch):
     """At small batches the products are the kernels' rows product, not GEMM calls: every
-    B from 1 to 5 (5 with short products: ATen's GEMM), K with and without a vector tail,
+    B from 1 to 5 (5 with short products: ATen's GEMM, but on AMD CPUs at AVX2), K with
+    and without a vector tail,
     G*H not a multiple of the rows taken at a time, with and without biases, forward and
     backward;
     groups of 4 rows for long products; against the reference in float64; and
@@ -197,9 +198,10 @@ def test_small_batch_products_at_every_level(cell, relu, level, monkeypatch):
                     for a, b in zip(got, want, strict=True):
                         torch.testing.assert_close(a.double(), b, rtol=tol, atol=tol)
         # Past 4 rows, in groups of 4, for products at least 256 long (up to 8 rows at
-        # AVX2, 32 at AVX-512; 33 rows: ATen's).
+        # AVX2, 32 at AVX-512 and at AVX2 on AMD CPUs; 33 rows: ATen's), and on AMD CPUs
+        # at AVX2 for shorter ones too (up to 16 rows).
         for B, I, H in ((6, 260, 9), (8, 256, 3), (17, 257, 258), (32, 300, 5),
-                        (33, 256, 256)):
+                        (33, 256, 256), (7, 37, 5), (13, 64, 11), (16, 9, 20)):
             tensors = _args(cell, B=B, I=I, H=H, dtype=dtype)
             with torch.no_grad():
                 got = _outputs(_call(cell, tensors, relu))

@@ -87,17 +87,22 @@ constexpr int64_t kParallelProduct = 32768;
 // up to 32 rows with 16-float vectors and 8 with 8-float ones (1.1-2.1x MKL there, which
 // packs w on every call at those batches; float64 follows the same rule, and its B = 16
 // rows gain as much in the module tables). Shorter products spend too much on the sums
-// across lanes; more rows re-read w too often. On AMD CPUs, where MKL's GEMM runs well
-// below its speed on Intel's (a Zen 3 at AVX2: 80-100 GFLOP/s at [16, 256] x [256, 1024]
-// of a 205 GFLOP/s FMA peak), 8-float vectors take the grouped rows up to 32 rows too,
-// 4-double ones up to 16 (LSTMCell B=16 H=1024: 5.2 ms by MKL, 2.9 by the rows product;
-// float64 at B = 32 no faster; benchmarks/results/2026-12-02-cpu-zen3.md).
+// across lanes; more rows re-read w too often. On AMD CPUs MKL's GEMM runs well below
+// its speed on Intel's (a Zen 3 at AVX2: 80-100 GFLOP/s at [16, 256] x [256, 1024] of a
+// 205 GFLOP/s FMA peak, and 5-8 us a call at [16, 64] x [64, 64]), and with 8-float
+// vectors the rows product wins there at every length measured (8 to 1024): up to 32
+// rows for products at least 256 long, 16 below, and 16 rows in float64 (LSTMCell
+// B=16 H=1024: 5.2 ms by MKL, 2.9 by the rows product; RNNCell B=16 H=64: 33 us, 19;
+// at B=32, H=64 and H=128 mixed, float64 no faster; benchmarks/results/
+// 2026-12-02-cpu-zen3.md). AVX-512 on AMD CPUs keeps the rule measured on Intel's
+// until it is measured there.
 bool rows_product_applies(const fast::Kernels* fk, int64_t B, int64_t N, int64_t K,
                           at::ScalarType dtype) {
-  if (fk == nullptr || N == 0) return false;
+  if (fk == nullptr || N == 0 || B < 1 || K <= 0) return false;
+  if (B <= fast::kSmallRows) return true;
   static const bool amd = __builtin_cpu_is("amd");
-  const int64_t grouped = fk->width >= 16 ? 32 : !amd ? 8 : dtype == at::kDouble ? 16 : 32;
-  return B >= 1 && K > 0 && (B <= fast::kSmallRows || (B <= grouped && K >= 256));
+  if (amd && fk->width < 16) return B <= (dtype == at::kDouble || K < 256 ? 16 : 32);
+  return K >= 256 && B <= (fk->width >= 16 ? 32 : 8);
 }
 
 // out (+)= x · wᵀ (+ bias) by the instruction-set kernels' rows product, where

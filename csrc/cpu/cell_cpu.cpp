@@ -80,16 +80,6 @@ bool fast_pass(const fast::Kernels* fk, int64_t B, int64_t H, Pass<Args> pass,
 // product: below, a parallel region costs more than it saves.
 constexpr int64_t kParallelProduct = 32768;
 
-// Whether this is an AMD CPU (where the fast kernels run, an x86-64 one).
-bool amd_cpu() {
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-  static const bool amd = __builtin_cpu_is("amd");
-  return amd;
-#else
-  return false;
-#endif
-}
-
 // Where the rows product beats ATen's GEMM (MKL), measured on the cell ops (LSTM and RNN
 // cells, H = I in {64, 256, 1024}, B in {1, ..., 64}, at AVX-512 and at AVX2; benchmarks/
 // results/2026-12-02-cpu-calls-small-batch.md): always up to kSmallRows rows, where a
@@ -110,7 +100,9 @@ bool rows_product_applies(const fast::Kernels* fk, int64_t B, int64_t N, int64_t
                           at::ScalarType dtype) {
   if (fk == nullptr || N == 0 || B < 1 || K <= 0) return false;
   if (B <= fast::kSmallRows) return true;
-  if (amd_cpu() && fk->width < 16) return B <= (dtype == at::kDouble || K < 256 ? 16 : 32);
+  if (fast::cpu_is_amd() && fk->width < 16) {
+    return B <= (dtype == at::kDouble || K < 256 ? 16 : 32);
+  }
   return K >= 256 && B <= (fk->width >= 16 ? 32 : 8);
 }
 

@@ -140,7 +140,7 @@ struct TileShape {
 // in one pass, 11.5 in passes of 2 and 1 vectors).
 template <typename L, int PV>
 constexpr int pass_vectors() {
-  constexpr int kRegisters = sizeof(typename L::Raw) == 64 ? 32 : 16;
+  constexpr int kRegisters = vector_registers<L>();
   constexpr int MR = TileShape<PV>::rows, NV = TileShape<PV>::vectors;
   return MR * NV + NV + 1 + L::kScratch <= kRegisters || NV == 1 ? NV : NV - 1;
 }
@@ -152,7 +152,7 @@ constexpr int pass_vectors() {
 // weights being widened from int8 first.
 template <typename L, int PV>
 constexpr int wide_rows() {
-  constexpr int kRegisters = sizeof(typename L::Raw) == 64 ? 32 : 16;
+  constexpr int kRegisters = vector_registers<L>();
   constexpr int weights = L::kScratch > 0 ? PV : PV - 1;
   int m = kWideRows;
   while (m > 1 && m * PV + weights + 1 + L::kScratch > kRegisters) --m;

@@ -36,6 +36,19 @@ bool cpu_has_avx2() {
 #endif
 }
 
+}  // namespace
+
+bool cpu_is_amd() {
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+  static const bool amd = __builtin_cpu_is("amd");
+  return amd;
+#else
+  return false;
+#endif
+}
+
+namespace {
+
 template <typename T>
 at::Tensor empty_of(int64_t n) {
   return at::empty({n}, at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value));

@@ -48,6 +48,9 @@ std::string requested_isa();
 const Kernels* select();
 // Their name ("avx512", "avx2") or "generic".
 const char* selected_name();
+// Whether this is an AMD CPU (false off x86-64), whose MKL runs slower GEMMs than
+// Intel's: cell_cpu.cpp's choice of products depends on it.
+bool cpu_is_amd();
 
 // The float32 FMA rate of the selected kernels on all of at::get_num_threads()
 // threads at once, in GFLOP/s (2 per FMA), measured for about `seconds`; 0 for the

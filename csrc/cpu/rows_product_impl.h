@@ -73,7 +73,7 @@ RNNKIT_TARGET static inline void rows_product_block(const RowsProductArgsOf<type
 template <typename L, int B>
 RNNKIT_TARGET static inline void rows_product_of(const RowsProductArgsOf<typename L::T>& a,
                                                  int64_t n0, int64_t n1) {
-  constexpr int kRegisters = sizeof(typename L::Raw) == 64 ? 32 : 16;
+  constexpr int kRegisters = vector_registers<L>();
   constexpr int R = (kRegisters - 2) / (B + 1) >= 4 ? 4 : 2;
   int64_t n = n0;
   for (; n + R <= n1; n += R) rows_product_block<L, B, R>(a, n);
@@ -147,7 +147,7 @@ RNNKIT_TARGET static inline void rows_times_block(const RowsGradArgsOf<typename 
 template <typename L, int B>
 RNNKIT_TARGET static inline void rows_times_of(const RowsGradArgsOf<typename L::T>& a,
                                                int64_t k0, int64_t k1) {
-  constexpr int kRegisters = sizeof(typename L::Raw) == 64 ? 32 : 16;
+  constexpr int kRegisters = vector_registers<L>();
   constexpr int V = (kRegisters - 2) / (B + 1) >= 4 ? 4 : 2;
   constexpr int kW = L::kWidth;
   // kRowsN rows of w at a time over all of [k0, k1): they are read in order, a few

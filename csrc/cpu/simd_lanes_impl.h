@@ -30,6 +30,13 @@ struct CMath {
 
 // ------------------------------------------------------------------ lanes
 
+// The vector registers of the instruction set whose raw vectors L holds: 32 with
+// AVX-512's 64-byte ones, 16 with AVX2's. The register tiles are sized from it.
+template <typename L>
+constexpr int vector_registers() {
+  return sizeof(typename L::Raw) == 64 ? 32 : 16;
+}
+
 // Vectors of n valid elements (the rest zero) in and out (load, store), and the
 // full-width operations of the microkernel on the raw vectors (ld, st, bcast, fma;
 // its panel and tile hold T, one k per panel vector: see micro).

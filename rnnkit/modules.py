@@ -87,6 +87,11 @@ class RNNBase(nn.RNNBase):
     __prepare_scriptable__ = _refuse_scripting
 
     # ---- hooks the subclasses fill in
+    _LAYER_OP = ""  # the name of the layer op (rnnkit.ops)
+
+    def _run_layer(self, op, input, states, weights):  # one layer, one direction, by op
+        raise NotImplementedError
+
     def _states(self, hx):  # -> tuple of [L*D, B, *] tensors
         raise NotImplementedError
 
@@ -134,8 +139,17 @@ class RNNBase(nn.RNNBase):
         """Runs the stack on time-major input; handles devices and autocast."""
         weights = self._current_weights()
         _check_devices(input, weights, states)
-        cast = _autocast_dtype(input.device.type, self.mode, states[0].dtype)
+        device_type = input.device.type
+        cast = _autocast_dtype(device_type, self.mode, states[0].dtype)
         if cast is None:
+            if lengths is None and self.num_layers == 1 and not self.bidirectional:
+                # One layer op and nothing else to do: called directly, not through
+                # rnnkit.functional and rnnkit.ops, whose Python costs more than the op at
+                # small sizes (streaming, T = 1).
+                op = ops.direct(self._LAYER_OP, device_type)
+                if op is not None:
+                    functional._check_sequence(input)
+                    return self._run_layer(op, input, states, weights)
             return self._run(input, states, weights, lengths)
         # The ops themselves never autocast (rnnkit/ops.py): they get these dtypes.
         state_dtypes = [s.dtype for s in states]
@@ -195,6 +209,15 @@ class RNNBase(nn.RNNBase):
         return output, self._pack_states(states)
 
 
+def _stacked(state: Tensor) -> Tensor:
+    """A final state [B, *] as the [1, B, *] of a one-layer stack: a tensor of its own, not
+    a view (h_n.detach_() must work, as on torch.nn's); made so in place where no graph
+    records it, a cheaper call than a copy."""
+    if state.requires_grad:
+        return torch.stack((state,))
+    return state.unsqueeze_(0)
+
+
 class _SingleStateRNN(RNNBase):
     """RNN and GRU: one state tensor h."""
 
@@ -246,6 +269,14 @@ class RNN(_SingleStateRNN):
     def _input_dim_message(ndim):
         return f"RNN: Expected input to be 2D or 3D, got {ndim}D tensor instead"
 
+    _LAYER_OP = "rnn_layer"
+
+    def _run_layer(self, op, input, states, weights):
+        w_ih, w_hh, b_ih, b_hh, _ = functional._split(weights, self.bias, False)
+        output, h_n = op(input, None, states[0][0], w_ih, w_hh, b_ih, b_hh, False,
+                         self.mode == "RNN_RELU")
+        return output, (_stacked(h_n),)
+
     def _run(self, input, states, weights, lengths):
         output, h_n = functional.rnn(
             input, states[0], weights, num_layers=self.num_layers, bias=self.bias,
@@ -266,6 +297,13 @@ class GRU(_SingleStateRNN):
     @staticmethod
     def _input_dim_message(ndim):
         return f"GRU: Expected input to be 2D or 3D, got {ndim}D instead"
+
+    _LAYER_OP = "gru_layer"
+
+    def _run_layer(self, op, input, states, weights):
+        w_ih, w_hh, b_ih, b_hh, _ = functional._split(weights, self.bias, False)
+        output, h_n = op(input, None, states[0][0], w_ih, w_hh, b_ih, b_hh, False)
+        return output, (_stacked(h_n),)
 
     def _run(self, input, states, weights, lengths):
         output, h_n = functional.gru(
@@ -291,6 +329,14 @@ class LSTM(RNNBase):
 
     def _pack_states(self, states):
         return (states[0], states[1])
+
+    _LAYER_OP = "lstm_layer"
+
+    def _run_layer(self, op, input, states, weights):
+        w_ih, w_hh, b_ih, b_hh, w_hr = functional._split(weights, self.bias, self.proj_size > 0)
+        output, h_n, c_n = op(input, None, states[0][0], states[1][0], w_ih, w_hh, b_ih, b_hh,
+                              w_hr, False)
+        return output, (_stacked(h_n), _stacked(c_n))
 
     def _run(self, input, states, weights, lengths):
         output, (h_n, c_n) = functional.lstm(

@@ -140,6 +140,22 @@ def _use_compiled(op: str, device_type: str) -> bool:
     return False
 
 
+def direct(op: str, device_type: str):
+    """The compiled op `op` itself, for a caller that has made its checks and calls it with
+    nothing around it (a one-layer module: each step of a stream pays for the Python
+    between its call and the kernel), or None where the way through the functions below
+    is needed: no compiled op for this device, torch.compile, torch.export, an ONNX
+    export, a jit trace, torch.func or record_paths."""
+    if torch.compiler.is_compiling():  # first: dynamo answers it as a constant
+        return None
+    if (_recorder is None and _cached_reason(op, device_type) is None
+            and torch._C._get_tracing_state() is None
+            and not torch._C._are_functorch_transforms_active()
+            and not onnx_export.exporting() and not onnx_export.torch_exporting()):
+        return getattr(_OPS, op)
+    return None
+
+
 # ---------------------------------------------------------------------------
 # The ops as the stack calls them
 

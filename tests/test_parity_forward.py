@@ -142,6 +142,48 @@ def test_sequence_length_zero_raises_like_torch(name):
 
 
 @pytest.mark.parametrize("name", ["RNN", "GRU", "LSTM"])
+def test_one_layer_sequence_length_zero_raises_like_torch(name):
+    # One layer, one direction: the module calls its op directly (RNNBase._compute).
+    ref, ours = make_pair(name, 3, 4, dtype=torch.float64)
+    with pytest.raises(RuntimeError, match="^Expected sequence length to be larger than 0 in RNN$"):
+        ours(random_input(ref, 0, 2))
+
+
+@pytest.mark.parametrize("grad", [False, True])
+@pytest.mark.parametrize("name, extra", [("RNN", dict(nonlinearity="relu")), ("GRU", {}),
+                                         ("LSTM", {}), ("LSTM", dict(proj_size=2)),
+                                         ("LSTM", dict(bias=False))])
+def test_one_layer_module_calls_its_op_directly(name, extra, grad, monkeypatch):
+    # A one-layer, one-direction module (a stream's T = 1 step) calls its layer op with no
+    # Python between; its results and final states are what the stack's path gives.
+    taken = []
+    direct = rnnkit.ops.direct
+
+    def spy(op, device_type):
+        taken.append(direct(op, device_type))
+        return taken[-1]
+
+    monkeypatch.setattr(rnnkit.ops, "direct", spy)
+    ref, ours = make_pair(name, 3, 4, dtype=torch.float64, **extra)
+    steps = int(torch.randint(1, 4, ()))
+    leaves = [random_input(ref, steps, 2)] + random_states(ref, 2)
+    with torch.set_grad_enabled(grad):
+        expected_output, expected = call(ref, *leaves)
+        output, hidden = call(ours, *leaves)
+    assert taken and all(op is not None for op in taken)
+    torch.testing.assert_close(output, expected_output, rtol=1e-9, atol=1e-9)
+    states = hidden if isinstance(hidden, tuple) else (hidden,)
+    for state, torch_state in zip(states, flatten(expected)):
+        torch.testing.assert_close(state, torch_state, rtol=1e-9, atol=1e-9)
+        assert state._base is None and state.requires_grad == grad
+        before = state.clone()
+        output.detach().zero_()  # the final states are tensors of their own
+        torch.testing.assert_close(state, before, rtol=0, atol=0)
+        state.detach_()  # truncated backpropagation through time, as with torch.nn
+        assert not state.requires_grad
+
+
+@pytest.mark.parametrize("name", ["RNN", "GRU", "LSTM"])
 def test_functional_api_with_torch_flat_weights_matches_torch(name):
     """rnnkit.functional runs torch.nn's own flat weight list (time-major input)."""
     ref, _ = _small_pair(name)

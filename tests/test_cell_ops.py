@@ -198,10 +198,12 @@ def test_small_batch_products_at_every_level(cell, relu, level, monkeypatch):
                     for a, b in zip(got, want, strict=True):
                         torch.testing.assert_close(a.double(), b, rtol=tol, atol=tol)
         # Past 4 rows, in groups of 4, for products at least 256 long (up to 8 rows at
-        # AVX2, 32 at AVX-512 and at AVX2 on AMD CPUs; 33 rows: ATen's), and on AMD CPUs
-        # at AVX2 for shorter ones too (up to 16 rows).
+        # AVX2, 32 at AVX-512 and at AVX2 on AMD CPUs; 33 rows: ATen's), on AMD CPUs at
+        # AVX2 for shorter ones too (up to 16 rows), and on a Zen 1 up to 64 rows for
+        # float32 products at least 512 long (65: ATen's).
         for B, I, H in ((6, 260, 9), (8, 256, 3), (17, 257, 258), (32, 300, 5),
-                        (33, 256, 256), (7, 37, 5), (13, 64, 11), (16, 9, 20)):
+                        (33, 256, 256), (7, 37, 5), (13, 64, 11), (16, 9, 20),
+                        (63, 512, 66), (64, 515, 7), (65, 600, 5)):
             tensors = _args(cell, B=B, I=I, H=H, dtype=dtype)
             with torch.no_grad():
                 got = _outputs(_call(cell, tensors, relu))

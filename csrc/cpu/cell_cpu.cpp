@@ -94,13 +94,18 @@ constexpr int64_t kParallelProduct = 32768;
 // rows for products at least 256 long, 16 below, and 16 rows in float64 (LSTMCell
 // B=16 H=1024: 5.2 ms by MKL, 2.9 by the rows product; RNNCell B=16 H=64: 33 us, 19;
 // at B=32, H=64 and H=128 mixed, float64 no faster; benchmarks/results/
-// 2026-12-02-cpu-zen3.md). AVX-512 on AMD CPUs keeps the rule measured on Intel's
-// until it is measured there.
+// 2026-12-02-cpu-zen3.md). On a Zen 1, whose FMA units are 128 bits wide, MKL runs
+// [64, 1024] x [1024, 4096] at 28 of a 75 GFLOP/s peak, and the rows product wins in
+// float32 up to 64 rows from 512 long (LSTMCell B=64 H=1024: 25.9 ms by MKL, 19.7 by
+// the rows product; H=512: 6.9, 5.7; at 256 long even, at 64 long and in float64 slower
+// or even; benchmarks/results/2026-12-03-cpu-zen1.md). AVX-512 on AMD CPUs keeps the rule
+// measured on Intel's until it is measured there.
 bool rows_product_applies(const fast::Kernels* fk, int64_t B, int64_t N, int64_t K,
                           at::ScalarType dtype) {
   if (fk == nullptr || N == 0 || B < 1 || K <= 0) return false;
   if (B <= fast::kSmallRows) return true;
   if (fast::cpu_is_amd() && fk->width < 16) {
+    if (fast::cpu_is_amd_zen1() && dtype == at::kFloat && K >= 512) return B <= 64;
     return B <= (dtype == at::kDouble || K < 256 ? 16 : 32);
   }
   return K >= 256 && B <= (fk->width >= 16 ? 32 : 8);

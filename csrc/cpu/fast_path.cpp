@@ -38,13 +38,21 @@ bool cpu_has_avx2() {
 
 }  // namespace
 
-bool cpu_is_amd() {
+// __builtin_cpu_is where it exists (x86-64 with GCC or clang), else no.
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-  static const bool amd = __builtin_cpu_is("amd");
-  return amd;
+#define RNNKIT_CPU_IS(name) __builtin_cpu_is(name)
 #else
-  return false;
+#define RNNKIT_CPU_IS(name) false
 #endif
+
+bool cpu_is_amd() {
+  static const bool amd = RNNKIT_CPU_IS("amd");
+  return amd;
+}
+
+bool cpu_is_amd_zen1() {
+  static const bool zen1 = RNNKIT_CPU_IS("znver1");
+  return zen1;
 }
 
 namespace {

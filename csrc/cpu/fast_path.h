@@ -49,8 +49,11 @@ const Kernels* select();
 // Their name ("avx512", "avx2") or "generic".
 const char* selected_name();
 // Whether this is an AMD CPU (false off x86-64), whose MKL runs slower GEMMs than
-// Intel's: cell_cpu.cpp's choice of products depends on it.
+// Intel's, and whether it is a Zen 1 or Zen+ (family 17h before Zen 2; 128-bit FMA
+// units), where small-batch GEMMs run slower still: cell_cpu.cpp's choice of products
+// depends on them.
 bool cpu_is_amd();
+bool cpu_is_amd_zen1();
 
 // The float32 FMA rate of the selected kernels on all of at::get_num_threads()
 // threads at once, in GFLOP/s (2 per FMA), measured for about `seconds`; 0 for the

@@ -69,6 +69,7 @@ struct QuantizedProduct {
   const int8_t* panel;   // the block's panel
   const float* scale;    // the block's PV*W column scales
   const int32_t* offset; // the block's PV*W column offsets (depth 4)
+  static constexpr int MR = TileShape<PV>::rows;  // the rows of lstm_step's row blocks
   RNNKIT_TARGET void operator()(int64_t b0, int m, float* tile) const {
     alignas(64) int32_t sums[tile_size<Int8Lanes, PV>()];
     const Level* levels = static_cast<const Level*>(in.q);

@@ -1,6 +1,7 @@
 // The cell ops' GEMMs (csrc/cell_gemms.h).
 
 #include "cell_gemms.h"
+#include "transposed_product.h"
 
 #include <ATen/ops/addmm.h>
 #include <ATen/ops/mm.h>
@@ -28,7 +29,7 @@ namespace {
 at::Tensor aten_times(const at::Tensor& a, const at::Tensor& w, const at::Tensor& c) {
   return c.defined() ? at::addmm(c, a, w) : at::mm(a, w);
 }
-at::Tensor aten_outer(const at::Tensor& a, const at::Tensor& b) { return a.t().mm(b); }
+at::Tensor aten_outer(const at::Tensor& a, const at::Tensor& b) { return transposed_product(a, b); }
 }  // namespace
 
 const CellGemms kAtenCellGemms = {&aten_times, &aten_outer};

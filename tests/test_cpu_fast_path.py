@@ -125,6 +125,39 @@ def test_level_edges(level, cell, dtype):
         _check(case, seed)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("cell", CELLS)
+def test_row_blocks_over_several_panels(level, cell, dtype):
+    # Batches of two and more row blocks with several panels of units: each row block
+    # prefetches its share of the next panel (PanelProduct, backward_block), and
+    # batches up to 8 take the LSTM's one-pass row tiles (lstm_rows).
+    seed = _fresh_seed()
+    rng = random.Random(seed)
+    torch.manual_seed(seed)
+    for B in (4, 5, 7, 8, 9, 12, 17):
+        _check(_case(cell, rng, dtype=dtype, B=B, H=rng.choice([40, 70, 97]), T=3), seed)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("cell", CELLS)
+def test_narrow_weight_gradients(level, cell, dtype):
+    # Weight gradients with fewer than 12 columns over enough rows that they are
+    # computed with the narrow operand first (csrc/transposed_product.h): dW_ih of a
+    # small input, and dW_hh of a small hidden size, with and without lengths.
+    seed = _fresh_seed()
+    rng = random.Random(seed)
+    torch.manual_seed(seed)
+    cases = [_case(cell, rng, dtype=dtype, T=16, B=64, H=70, I=rng.randint(2, 11), P=None),
+             _case(cell, rng, dtype=dtype, T=110, B=64, H=rng.randint(8, 11), I=5, P=None,
+                   lengths=None),
+             _case(cell, rng, dtype=dtype, T=110, B=64, H=10, I=3, P=None, reverse=True,
+                   lengths=torch.randint(0, 111, (64,)))]
+    if cell == "lstm":  # dW_hr with a narrow projection
+        cases.append(_case(cell, rng, dtype=dtype, T=110, B=64, H=40, P=5, I=4))
+    for case in cases:
+        _check(case, seed)
+
+
 @pytest.mark.parametrize("cell", CELLS)
 def test_kept_pack_memory_is_reused_across_sizes(level, cell):
     # Packs of 1 MiB and more go into memory the thread keeps between calls (kept_memory in

@@ -70,3 +70,15 @@ def test_cell_unrolled_over_a_sequence_matches_torch(kind):
         return torch.stack(outputs), states
 
     assert_matches_torch(ref, ours, leaves, fn=unroll)
+
+
+@pytest.mark.parametrize("kind, hidden_size", [("RNNCell-tanh", 512), ("GRUCell", 192),
+                                                ("LSTMCell", 128)])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_cell_with_narrow_input_at_large_batch_matches_torch(kind, hidden_size, dtype):
+    # dW_ih with 2-11 columns over a batch large enough that it is computed with the
+    # narrow operand first (csrc/transposed_product.h).
+    input_size = int(torch.randint(2, 12, ()).item())
+    ref, ours = cell_pair(kind, input_size=input_size, hidden_size=hidden_size, dtype=dtype)
+    leaves = [torch.randn(128, input_size, dtype=dtype)] + random_states(ref, 128)
+    assert_matches_torch(ref, ours, leaves)

@@ -1,6 +1,7 @@
 // The shared pieces of the CPU layer drivers (see cpu_common.h).
 
 #include "cpu_common.h"
+#include "../transposed_product.h"
 
 #include <ATen/ops/addmm.h>
 #include <ATen/ops/empty.h>
@@ -93,16 +94,23 @@ at::Tensor hidden_weight_grad(const at::Tensor& dg, const at::Tensor& output, co
                               const std::vector<int64_t>& lengths, bool reverse) {
   const int64_t T = output.size(0), B = output.size(1), P = output.size(2);
   const bool full = std::all_of(lengths.begin(), lengths.end(), [&](int64_t l) { return l == T; });
-  if (!full) return dg.t().mm(previous_hidden(output, h0, lengths, reverse).view({T * B, P}));
+  if (!full) {
+    return transposed_product(dg, previous_hidden(output, h0, lengths, reverse).view({T * B, P}));
+  }
   // Forward: h_{t-1} is output[t-1] for t >= 1 and h0 at t = 0; reverse: output[t+1]
   // for t <= T-2 and h0 at t = T-1.
   const int64_t rows = (T - 1) * B;
   const at::Tensor out2d = output.view({T * B, P});
   const at::Tensor first = dg.narrow(0, reverse ? rows : 0, B);
-  at::Tensor dw = first.t().mm(h0);
-  if (rows > 0) {
-    dw.addmm_(dg.narrow(0, reverse ? 0 : B, rows).t(), out2d.narrow(0, reverse ? B : 0, rows));
+  const at::Tensor rest = dg.narrow(0, reverse ? 0 : B, rows);
+  const at::Tensor rest_h = out2d.narrow(0, reverse ? B : 0, rows);
+  if (narrow_side_first(dg, out2d)) {  // dwᵀ, then transposed (transposed_product.h)
+    at::Tensor dw_t = h0.t().mm(first);
+    if (rows > 0) dw_t.addmm_(rest_h.t(), rest);
+    return dw_t.t().contiguous();
   }
+  at::Tensor dw = first.t().mm(h0);
+  if (rows > 0) dw.addmm_(rest.t(), rest_h);
   return dw;
 }
 

@@ -19,6 +19,7 @@
 #include "rnnkit/layer_checks.h"
 #include "single_step.h"
 #include "vec_math.h"
+#include "../transposed_product.h"
 
 namespace rnnkit {
 namespace cpu {
@@ -242,8 +243,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_layer_backward(
   Tensor dw_ih = at::empty({3 * H, I}, opts);
   {
     Tensor rz = dw_ih.narrow(0, 0, 2 * H), n = dw_ih.narrow(0, 2 * H, H);
-    at::mm_out(rz, dg_rz.t(), x2d);
-    at::mm_out(n, dg_xn.t(), x2d);
+    transposed_product_out(rz, dg_rz, x2d);
+    transposed_product_out(n, dg_xn, x2d);
   }
   gout_copy = Tensor();
   const Tensor dw_hh = hidden_weight_grad(dg_h, out, h0c, len, reverse);

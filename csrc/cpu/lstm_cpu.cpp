@@ -21,6 +21,7 @@
 #include "rnnkit/layer_checks.h"
 #include "single_step.h"
 #include "vec_math.h"
+#include "../transposed_product.h"
 
 namespace rnnkit {
 namespace cpu {
@@ -318,7 +319,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_
   gout_copy = Tensor();
   const Tensor dg = dgates.view({T * B, 4 * H});
   const Tensor dw_hh = hidden_weight_grad(dg, out, h0c, len, reverse);
-  const Tensor dw_ih = dg.t().mm(x.view({T * B, I}));
+  const Tensor dw_ih = transposed_product(dg, x.view({T * B, I}));
   Tensor db_ih = input.new_empty({0}), db_hh = input.new_empty({0});
   if (sz.has_bias) {
     const Tensor db = dg.sum(0);
@@ -339,7 +340,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_
       recompute_h_full<scalar_t>(T * B, H, res.const_data_ptr<scalar_t>(),
                                  h_full.mutable_data_ptr<scalar_t>());
     });
-    dw_hr = dy.view({T * B, P}).t().mm(h_full.view({T * B, H})).to(dtype);
+    dw_hr = transposed_product(dy.view({T * B, P}), h_full.view({T * B, H})).to(dtype);
   }
   const Tensor dh0 = state_grad ? dh.to(dtype) : input.new_empty({0});
   const Tensor dc0 = state_grad ? dc.to(dtype) : input.new_empty({0});

@@ -12,6 +12,7 @@
 #include "rnnkit/layer_checks.h"
 #include "single_step.h"
 #include "vec_math.h"
+#include "../transposed_product.h"
 
 namespace rnnkit {
 namespace cpu {
@@ -194,7 +195,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> rnn_layer_backward(
   const Tensor dg = dpre.view({T * B, H});
   gout_copy = Tensor();
   const Tensor dw_hh = hidden_weight_grad(dg, out, h0c, len, reverse);
-  const Tensor dw_ih = dg.t().mm(x.view({T * B, I}));
+  const Tensor dw_ih = transposed_product(dg, x.view({T * B, I}));
   Tensor db_ih = input.new_empty({0}), db_hh = input.new_empty({0});
   if (sz.has_bias) {
     const Tensor db = dg.sum(0);

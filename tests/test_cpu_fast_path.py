@@ -152,7 +152,7 @@ def test_narrow_weight_gradients(level, cell, dtype):
                    lengths=None),
              _case(cell, rng, dtype=dtype, T=110, B=64, H=10, I=3, P=None, reverse=True,
                    lengths=torch.randint(0, 111, (64,)))]
-    if cell == "lstm":  # dW_hr with a narrow projection
+    if cell == "lstm":  # a small projection over as many rows (its dW_hr takes the direct form)
         cases.append(_case(cell, rng, dtype=dtype, T=110, B=64, H=40, P=5, I=4))
     for case in cases:
         _check(case, seed)

@@ -237,6 +237,19 @@ constexpr int tile_size() {
   return TileShape<PV>::rows * PV * L::kWidth;
 }
 
+// Rows [b0, b0 + m)'s share, of B rows, of the `bytes` at `next` (null: none): the
+// part of the next panel that one row block prefetches.
+struct Share {
+  const char* p = nullptr;
+  int64_t bytes = 0;
+  Share(const void* next, int64_t bytes_, int64_t b0, int m, int64_t B) {
+    if (next == nullptr) return;
+    const int64_t from = bytes_ * b0 / B, to = bytes_ * (b0 + m) / B;
+    p = static_cast<const char*>(next) + from;
+    bytes = to - from;
+  }
+};
+
 // The product of rows of a float state with a block's panel, as the step kernels
 // take it: product(b0, m, tile) fills the tile's rows for rows b0 .. b0 + m - 1 of
 // A (K wide). The quantized kernels hand the same step kernels their own product.
@@ -261,10 +274,8 @@ struct PanelProduct {
       panel_product<L, PV>(m, K, A + b0 * K, K, panel, tile);
       return;
     }
-    const int64_t bytes = K * PV * L::kWidth * static_cast<int64_t>(sizeof(typename L::T));
-    const int64_t from = bytes * b0 / B, to = bytes * (b0 + m) / B;
-    panel_product<L, PV>(m, K, A + b0 * K, K, panel, tile,
-                         reinterpret_cast<const char*>(next) + from, to - from);
+    const Share share(next, K * PV * L::kWidth * int64_t{sizeof(typename L::T)}, b0, m, B);
+    panel_product<L, PV>(m, K, A + b0 * K, K, panel, tile, share.p, share.bytes);
   }
 };
 
@@ -585,18 +596,15 @@ RNNKIT_TARGET static inline void backward_block(int64_t B, int64_t H, int64_t K,
   alignas(64) T tile[tile_size<L, NV>()];
   const RowBlocks rows(B, TileShape<NV>::rows);
   // As PanelProduct does: each row block prefetches its share of the next panel.
-  const char* next = nullptr;
-  if (rows.count >= 2)
-    next = reinterpret_cast<const char*>(
-        next_panel(panel, size, block, (H + NV * w - 1) / (NV * w)));
-  const int64_t bytes = size * static_cast<int64_t>(sizeof(T));
+  const T* next =
+      rows.count >= 2 ? next_panel(panel, size, block, (H + NV * w - 1) / (NV * w)) : nullptr;
   for (int64_t ib = 0; ib < rows.count; ++ib) {
     const int64_t b0 = rows.begin(ib);
     const int m = rows.rows(ib);
     if (t_prev >= 0) {
-      const int64_t from = bytes * b0 / B, to = bytes * (b0 + m) / B;
-      panel_product<L, NV>(m, K, dg + (t_prev * B + b0) * ld, ld, panel, tile,
-                           next ? next + from : nullptr, to - from);
+      const Share share(next, size * int64_t{sizeof(T)}, b0, m, B);
+      panel_product<L, NV>(m, K, dg + (t_prev * B + b0) * ld, ld, panel, tile, share.p,
+                           share.bytes);
       add_product<L>(tile, b0, m, t_prev, len, H, j0, dh);
     }
     if (t < 0) continue;

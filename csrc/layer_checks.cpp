@@ -107,6 +107,12 @@ LayerSizes check_layer_forward(
   }
   if (s.has_proj) {
     check_like_input(op, "w_hr", *w_hr, {s.P, s.H}, input);
+    // torch.nn.LSTM's own rule; the kernels rely on it (the CUDA backward writes
+    // only min(P, H) units of the gradient of h_full).
+    TORCH_CHECK(s.P > 0 && s.P < s.H, "rnnkit::", op,
+                ": proj_size has to be a positive integer smaller than hidden_size, got "
+                "w_hr of shape ",
+                w_hr->sizes());
   }
   s.has_bias = check_biases(op, b_ih, b_hh, G * s.H, input);
 

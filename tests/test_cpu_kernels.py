@@ -135,8 +135,8 @@ def random_case(cell, rng: random.Random, dtype, **overrides):
     H = rng.choice([1, 3, 8, 13, 20])
     kw = dict(T=T, B=B, I=rng.randint(1, 9), H=H, bias=rng.random() < 0.7,
               reverse=rng.random() < 0.5, dtype=dtype, noncontiguous=rng.random() < 0.2)
-    if cell == "lstm" and rng.random() < 0.4:
-        kw["P"] = rng.randint(1, H + 2)
+    if cell == "lstm" and H > 1 and rng.random() < 0.4:
+        kw["P"] = rng.randint(1, H - 1)  # torch.nn's rule, which the ops check: 0 < P < H
     if rng.random() < 0.6:
         # Unsorted, with zeros and full lengths.
         kw["lengths"] = torch.tensor([rng.randint(0, T) for _ in range(B)], dtype=torch.int64)

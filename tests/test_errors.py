@@ -292,3 +292,23 @@ def test_lstm_with_a_single_state_raises_like_torch(name, input_shape):
     h_shape = {(4, 2, 3): (1, 2, 5), (4, 3): (1, 5), (2, 3): (2, 5)}[input_shape]
     x, h = _f64(*input_shape), _f64(*h_shape)
     assert_same_error(lambda: ref(x, (h,)), lambda: ours(x, (h,)))
+
+
+@pytest.mark.parametrize("P", [0, 5, 7])
+def test_direct_lstm_op_rejects_a_projection_not_narrower_than_hidden(P):
+    """torch.nn.LSTM's proj_size rule holds for direct callers of the op too: the kernels
+    rely on it (P = H would leave part of the CUDA backward's dh unwritten)."""
+    g = torch.Generator().manual_seed(int(torch.randint(0, 2**31, ()).item()))
+    T, B, I, H = 3, 2, 4, 5
+
+    def r(*shape):
+        return torch.randn(*shape, generator=g)
+
+    args = (r(T, B, I), None, r(B, P), r(B, H), r(4 * H, I), r(4 * H, P), None, None, r(P, H),
+            False)
+    with pytest.raises(RuntimeError, match="proj_size has to be a positive integer smaller "
+                                           "than hidden_size"):
+        torch.ops.rnnkit.lstm_layer(*args)
+    with pytest.raises(RuntimeError, match="proj_size has to be a positive integer smaller "
+                                           "than hidden_size"):
+        torch.ops.rnnkit.lstm_layer_forward(*args)

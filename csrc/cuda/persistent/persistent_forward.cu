@@ -103,6 +103,12 @@ struct CellTraits<Cell::GRU> {
 template <typename T, Cell kCell, int MT, int NT>
 __global__ void __launch_bounds__(kMaxThreads, 1)
     persistent_forward_kernel(const __grid_constant__ ForwardLaunch launch) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
+  // cp.async and the bf16/fp16 mma shapes of warp_product.cuh need sm_80. A build
+  // for an older architecture as well keeps this stub there; launch_forward refuses
+  // such a device before it gets here.
+  __trap();
+#else
   // __grid_constant__: the direction's arguments are read in place from the
   // parameter space, not copied to local memory for the run-time index.
   const ForwardArgs& a = launch.direction[blockIdx.y];
@@ -326,6 +332,7 @@ __global__ void __launch_bounds__(kMaxThreads, 1)
       }
     }
   }
+#endif
 }
 
 template <typename T, Cell kCell, int MT, int NT>
@@ -415,8 +422,11 @@ std::string launch_forward(Cell cell, DType dtype, const ForwardLaunch& launch, 
 
   // The planner worked from assumed properties; the occupancy calculator knows
   // the compiled kernel. Refuse rather than risk a grid that cannot be resident.
-  int device = 0, sms = 0, per_sm = 0;
+  int device = 0, sms = 0, per_sm = 0, major = 0;
   if ((e = cudaGetDevice(&device)) != cudaSuccess) return failed("cudaGetDevice", e);
+  e = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device);
+  if (e != cudaSuccess) return failed("cudaDeviceGetAttribute", e);
+  if (major < 8) return "the persistent kernels need compute capability 8.0 or newer";
   e = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
   if (e != cudaSuccess) return failed("cudaDeviceGetAttribute", e);
   e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, smem);

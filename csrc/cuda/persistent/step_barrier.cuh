@@ -43,10 +43,34 @@ __device__ __forceinline__ void step_arrive(unsigned int* counter) {
   }
 }
 
+// Nanoseconds of the GPU's global timer.
+__device__ __forceinline__ unsigned long long global_ns() {
+  unsigned long long t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  return t;
+}
+
+// How long a block waits for the others before it gives up. A step of any size the
+// planner accepts takes microseconds; a wait of a second means the other blocks
+// will never arrive (an ordering bug, or a grid that is not all resident, as under
+// a sanitizer that changes occupancy).
+constexpr unsigned long long kStepWaitLimitNs = 1000000000ull;
+
 // Returns once counter >= target (mod 2^32, see above); a block barrier inside.
+// Past kStepWaitLimitNs it says which block waited for what and traps: the launch
+// fails with a CUDA error that the host reports at its next synchronisation,
+// instead of spinning until the process is killed.
 __device__ __forceinline__ void step_wait(const unsigned int* counter, unsigned int target) {
   if (threadIdx.x == 0) {
-    while (static_cast<int>(load_acquire_gpu(counter) - target) < 0) {
+    const unsigned long long start = global_ns();
+    unsigned int seen;
+    while (static_cast<int>((seen = load_acquire_gpu(counter)) - target) < 0) {
+      if (global_ns() - start > kStepWaitLimitNs) {
+        printf("rnnkit: persistent kernel, block (%u, %u) waited over 1 s at the step barrier "
+               "(counter %u, waiting for %u); trapping\n",
+               blockIdx.x, blockIdx.y, seen, target);
+        __trap();
+      }
     }
   }
   __syncthreads();

@@ -8,7 +8,9 @@ the same weights and inputs; after a warm-up the two are timed alternately, in
 rounds whose order flips each time, with CUDA events around each call, and the
 medians are reported with their ratio (rnnkit / cuDNN: below 1 means rnnkit is
 faster). TF32 is off for both by default (cuDNN would otherwise use it for
-float32 while ATen's GEMMs would not); --tf32 turns it on for both.
+float32 while ATen's GEMMs would not); --tf32 turns it on for both. Each row names
+the cuDNN algorithm torch.nn ran (cudnn_algorithm.py: the forward call's, then the
+backward call's).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from torch import nn  # noqa: E402
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence  # noqa: E402
 
 import rnnkit  # noqa: E402
+from cudnn_algorithm import describe as cudnn_algorithm  # noqa: E402
 from rnnkit import ops  # noqa: E402
 
 
@@ -164,20 +167,27 @@ def main(argv=None):
     warmup, rounds = (3, 5) if args.quick else (10, 30)
 
     lines = ["# rnnkit CUDA kernels vs cuDNN", "", *_environment(), "",
-             "| case | T | B | H | dtype | mode | cuDNN ms | rnnkit ms | rnnkit / cuDNN |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| case | T | B | H | dtype | mode | cuDNN algorithm | cuDNN ms | rnnkit ms "
+             "| rnnkit / cuDNN |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     print("\n".join(lines), flush=True)
     for case in CASES:
         for dname, dtype in DTYPES.items():
             for train in (False, True):
                 mode = "fwd+bwd" if train else "fwd"
+                algo = cudnn_algorithm(case.kind, dtype, train, input_size=case.I,
+                                       hidden_size=case.H, batch=case.B, steps=case.T,
+                                       num_layers=case.layers,
+                                       bidirectional=case.bidirectional, packed=case.packed)
                 try:
                     ours, theirs = run_case(case, dtype, train, warmup, rounds)
                     row = (f"| {case.name} ({case.kind}) | {case.T} | {case.B} | {case.H} | "
-                           f"{dname} | {mode} | {theirs:.3f} | {ours:.3f} | {ours / theirs:.2f} |")
+                           f"{dname} | {mode} | {algo} | {theirs:.3f} | {ours:.3f} | "
+                           f"{ours / theirs:.2f} |")
                 except RuntimeError as exc:  # keep going: one failing case is a result too
                     row = (f"| {case.name} ({case.kind}) | {case.T} | {case.B} | {case.H} | "
-                           f"{dname} | {mode} | error: {str(exc).splitlines()[0][:80]} | | |")
+                           f"{dname} | {mode} | {algo} | error: "
+                           f"{str(exc).splitlines()[0][:80]} | | |")
                 lines.append(row)
                 print(row, flush=True)
                 torch.cuda.empty_cache()

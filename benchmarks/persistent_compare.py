@@ -7,8 +7,10 @@ hoisted-GEMM baseline, one layer, one direction, inference (no grad).
 Timing: CUDA events around each call, the contenders interleaved in every round
 (so clock and thermal drift hit all alike), warm-up rounds first, medians reported.
 Prints a markdown table: microseconds per step and the ratio to cuDNN in the same
-dtype (< 1 is faster than cuDNN). Sizes the planner refuses are listed with the
-reason instead of a time.
+dtype (< 1 is faster than cuDNN), and the cuDNN algorithm torch.nn ran
+(cudnn_algorithm.py). TF32 is off for both unless --tf32: cuDNN would otherwise
+run float32 on TF32 tensor cores against the persistent kernels' float32. Sizes
+the planner refuses are listed with the reason instead of a time.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import sys
 import torch
 
 import rnnkit._C  # noqa: F401  (registers torch.ops.rnnkit.*)
+from cudnn_algorithm import describe as cudnn_algorithm
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -105,34 +108,41 @@ def main():
     parser.add_argument("--quick", action="store_true", help="one size, bf16, few rounds")
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--tf32", action="store_true", help="allow TF32 for both")
     args = parser.parse_args()
     if not torch.cuda.is_available():
         sys.exit("persistent_compare: needs a CUDA device")
+    torch.backends.cuda.matmul.allow_tf32 = args.tf32
+    torch.backends.cudnn.allow_tf32 = args.tf32
     sizes = SIZES[:1] if args.quick else SIZES
     dtypes = {"bf16": DTYPES["bf16"]} if args.quick else DTYPES
     rounds = 5 if args.quick else args.rounds
 
     prop = torch.cuda.get_device_properties(0)
     print(f"# {prop.name}, {prop.multi_processor_count} SMs, torch {torch.__version__}, "
-          f"CUDA {torch.version.cuda}, cuDNN {torch.backends.cudnn.version()}\n")
-    print("| cell | dirs | T | B | I=H | dtype | cuDNN µs/step | persistent µs/step | ratio "
-          "| plan |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          f"CUDA {torch.version.cuda}, cuDNN {torch.backends.cudnn.version()}, "
+          f"TF32 {'on' if args.tf32 else 'off'} (both)\n")
+    print("| cell | dirs | T | B | I=H | dtype | cuDNN algorithm | cuDNN µs/step "
+          "| persistent µs/step | ratio | plan |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for (cell, T, B, I, H, dirs), (dname, dtype) in [(s, d) for s in sizes
                                                       for d in dtypes.items()]:
         fits, reason, geometry = torch.ops.rnnkit.persistent_plan_current_device(
             cell, B, H, H, dtype, dirs)
         contenders = make_contenders(cell, T, B, I, H, dtype, dirs)
+        algo = cudnn_algorithm(cell.upper(), dtype, False, input_size=I, hidden_size=H,
+                               batch=B, steps=T, bidirectional=dirs == 2)
         if not fits:
             ms = time_interleaved({"cudnn": contenders["cudnn"]}, rounds, args.warmup)
-            print(f"| {cell} | {dirs} | {T} | {B} | {H} | {dname} | "
+            print(f"| {cell} | {dirs} | {T} | {B} | {H} | {dname} | {algo} | "
                   f"{ms['cudnn'] * 1e3 / T:.2f} | — | — | refused: {reason} |")
             continue
         ms = time_interleaved(contenders, rounds, args.warmup)
         per_step = {k: v * 1e3 / T for k, v in ms.items()}
         plan = (f"{geometry['blocks']}x{dirs} blocks x {geometry['threads']} threads, "
                 f"U={geometry['units_per_block']}")
-        print(f"| {cell} | {dirs} | {T} | {B} | {H} | {dname} | {per_step['cudnn']:.2f} | "
+        print(f"| {cell} | {dirs} | {T} | {B} | {H} | {dname} | {algo} | "
+              f"{per_step['cudnn']:.2f} | "
               f"{per_step['persistent']:.2f} | {per_step['persistent'] / per_step['cudnn']:.2f} "
               f"| {plan} |")
     print("\nTimes include the hoisted input-projection GEMM of both contenders.")

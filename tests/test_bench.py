@@ -192,3 +192,45 @@ def test_quantized_compare_writes_a_row_per_case(tmp_path, capsys):
     for row in rows:
         cells = [c.strip() for c in row.strip("|").split("|")]
         assert cells[1] == "3:1:16" and all(float(c) > 0 for c in cells[2:])
+
+
+def test_cudnn_algorithm_follows_torchs_rule():
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "benchmarks"))
+    try:
+        import cudnn_algorithm as ca
+    finally:
+        sys.path.pop(0)
+    h100 = dict(capability=(9, 0), sm_count=132)
+
+    def algo(mode, dtype, forward=True, **kw):
+        sizes = dict(input_size=512, hidden_size=512, batch=64, steps=100)
+        sizes.update(kw)
+        return ca.cudnn_rnn_algorithm(mode, dtype, forward=forward, **sizes, **h100)
+
+    # The fastrnns default: persistent only in float16, and never for GRU.
+    assert algo("LSTM", torch.float16) == ca.PERSIST_STATIC
+    assert algo("LSTM", torch.float32) == algo("LSTM", torch.bfloat16) == ca.STANDARD
+    assert algo("GRU", torch.float16) == ca.STANDARD
+    assert algo("LSTM", torch.float16, batch=1) == ca.STANDARD  # B not a multiple of 8
+    assert algo("LSTM", torch.float16, batch=136) == ca.STANDARD  # B above 128
+    assert algo("LSTM", torch.float16, input_size=500) == ca.STANDARD
+    assert algo("LSTM", torch.float16, num_layers=2) == ca.STANDARD
+    assert algo("LSTM", torch.float16, bidirectional=True) == ca.STANDARD
+    assert algo("RNN_TANH", torch.float16, batch=96, hidden_size=896) == ca.STANDARD
+    assert algo("RNN_TANH", torch.float16, batch=88, hidden_size=896) == ca.PERSIST_STATIC
+    # Small hidden sizes: the forward up to 192 (LSTM, GRU), the backward up to 128.
+    assert algo("GRU", torch.float32, hidden_size=192) == ca.PERSIST_STATIC_SMALL_H
+    assert algo("GRU", torch.float32, hidden_size=192, forward=False) == ca.STANDARD
+    assert algo("LSTM", torch.bfloat16, hidden_size=128, forward=False) == \
+        ca.PERSIST_STATIC_SMALL_H
+    assert algo("RNN_RELU", torch.float32, hidden_size=384) == ca.PERSIST_STATIC_SMALL_H
+    assert algo("LSTM", torch.float64, hidden_size=128) == ca.STANDARD
+    # Packed input and projections: always the standard algorithm.
+    assert algo("LSTM", torch.float16, packed=True) == ca.STANDARD
+    assert algo("LSTM", torch.float32, hidden_size=128, proj_size=64) == ca.STANDARD
+    # Devices: sm_86 and small sm_80 parts keep the standard algorithm for float16.
+    assert ca.cudnn_rnn_algorithm("LSTM", torch.float16, input_size=512, hidden_size=512,
+                                  batch=64, steps=100, capability=(8, 6),
+                                  sm_count=84) == ca.STANDARD
+    assert ca.describe("LSTM", torch.float32, True, input_size=128, hidden_size=128, batch=8,
+                       steps=10) == "PERSIST_STATIC_SMALL_H / PERSIST_STATIC_SMALL_H"

@@ -1,45 +1,137 @@
 #!/usr/bin/env bash
-# The GPU validation protocol (shared/GPU.md) in one command, for a machine with a GPU:
-# build for the visible GPU only, run the whole suite with the CUDA kernels enabled,
-# compute-sanitizer over the CUDA tests, then the benchmarks against cuDNN.
-# Logs go to $OUT (default ./gpu-run), one file per stage, so a partial run still tells.
+# The GPU validation protocol (shared/GPU.md) in stages, one device command each:
+#
+#   tools/gpu_validate.sh build    # build for the visible GPU, all cores; then the smoke test
+#   tools/gpu_validate.sh tests    # the CUDA test files, a timeout per test, no skips allowed
+#   tools/gpu_validate.sh bench    # rnnkit against cuDNN, quick mode
+#   tools/gpu_validate.sh sanitize # memcheck, racecheck, synccheck on the smoke cases
+#   tools/gpu_validate.sh all      # the four in order (on a machine without a time limit)
+#
+# Every stage writes its log to $OUT/<stage>.log as it goes and appends one verdict line,
+# with its wall time, to $OUT/summary.txt, so a stage that is killed still reports how far it
+# got. $OUT defaults to ./gpu-run. Each step runs under its own `timeout`, sized so that the
+# stage ends before the device command's limit (the seconds after each stage name below; the
+# budget in GPU.md: build <= 4 min, tests <= 6, bench <= 5, sanitize <= 2).
+#
+# Without a GPU (or with RNNKIT_GPU_DRY=1) every stage is a dry run: no build (the
+# extension built here is used), the smoke test on the CPU, the CUDA test files (which skip),
+# the benchmarks' argument parsing only, no sanitizer. It shows that the stages run and how
+# long their CPU parts take.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-gpu-run}
 mkdir -p "$OUT"
-PY=${PYTHON:-python}
-arch=$($PY -c "import torch; p=torch.cuda.get_device_capability(); print(f'{p[0]}.{p[1]}')")
+PY=${PYTHON:-python3}
+stage=${1:-}
 
-{
-  nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
-  $PY -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)"
-  git rev-parse --short HEAD 2>/dev/null || true
-} > "$OUT/machine.txt" 2>&1
+dry=${RNNKIT_GPU_DRY:-}
+if [ -z "$dry" ]; then
+  $PY -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null \
+    && dry=0 || dry=1
+fi
 
-TORCH_CUDA_ARCH_LIST=$arch $PY -m pip install --no-build-isolation -v -e . > "$OUT/build.log" 2>&1 \
-  || { echo "build failed, see $OUT/build.log"; tail -30 "$OUT/build.log"; exit 1; }
+# run NAME SECONDS CMD...: CMD under `timeout`, its output appended to the stage's log.
+run() {
+  local name=$1 limit=$2
+  shift 2
+  echo "== $name (timeout ${limit} s): $*" >> "$log"
+  local t0=$SECONDS
+  timeout --kill-after=5 "$limit" "$@" >> "$log" 2>&1
+  local rc=$?
+  local verdict="ok"
+  [ $rc -eq 124 ] || [ $rc -eq 137 ] && verdict="TIMED OUT"
+  [ $rc -ne 0 ] && [ "$verdict" = ok ] && verdict="FAILED (exit $rc)"
+  echo "$stage/$name: $verdict, $((SECONDS - t0)) s" | tee -a "$OUT/summary.txt"
+  return $rc
+}
+
+machine() {
+  {
+    date -u +%FT%TZ
+    nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null \
+      || echo "no nvidia-smi"
+    $PY -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda,
+'cudnn', torch.backends.cudnn.version())"
+    git rev-parse --short HEAD 2>/dev/null || true
+    echo "dry run: $dry"
+  } > "$OUT/machine.txt" 2>&1
+}
+
+stage_build() {
+  machine
+  if [ "$dry" = 0 ]; then
+    local arch
+    arch=$($PY -c "import torch; p = torch.cuda.get_device_capability(); print(f'{p[0]}.{p[1]}')")
+    run build 200 env MAX_JOBS="$(nproc)" TORCH_CUDA_ARCH_LIST="$arch" \
+      $PY -m pip install --no-build-isolation --no-deps -e . || return 1
+  fi
+  run smoke 60 $PY tools/gpu_smoke.py
+}
 
 # The CUDA kernels are switched on explicitly (they are not the default until this
 # protocol has passed), and a CUDA test that would skip fails instead.
-export RNNKIT_CUDA_KERNELS=1 RNNKIT_EXPECT_CUDA=1
-$PY -m pytest -q -x -rs > "$OUT/pytest.log" 2>&1
-echo "pytest: $(tail -1 "$OUT/pytest.log")"
+stage_tests() {
+  local files="tests/test_cuda.py tests/test_cuda_cells.py tests/test_cuda_registration.py
+    tests/test_persistent_cuda.py tests/test_persistent_plan.py tests/test_persistent_fakes.py"
+  local per_test=()
+  $PY -c "import pytest_timeout" 2>/dev/null && per_test=(--timeout 60)
+  if [ "$dry" = 0 ]; then
+    run tests 330 env RNNKIT_CUDA_KERNELS=1 RNNKIT_EXPECT_CUDA=1 \
+      $PY -m pytest -x -q -rs "${per_test[@]}" $files
+  else
+    run tests 330 $PY -m pytest -x -q -rs "${per_test[@]}" $files
+  fi
+}
 
-compute-sanitizer --tool memcheck --error-exitcode 1 \
-  $PY -m pytest -q -x -m cuda -k "not graph" tests > "$OUT/memcheck.log" 2>&1
-echo "memcheck exit $? : $(grep -E 'ERROR SUMMARY|passed|failed' "$OUT/memcheck.log" | tail -2 | tr '\n' ' ')"
+stage_bench() {
+  if [ "$dry" = 0 ]; then
+    run gpu_compare 170 $PY benchmarks/gpu_compare.py --quick --out "$OUT/gpu_compare.md"
+    run persistent_compare 110 sh -c \
+      "$PY benchmarks/persistent_compare.py --quick > '$OUT/persistent_compare.md'"
+  else
+    run gpu_compare 30 $PY benchmarks/gpu_compare.py --help
+    run persistent_compare 30 $PY benchmarks/persistent_compare.py --help
+  fi
+}
 
-# The persistent kernels synchronise across blocks: races and barrier misuse are
-# what they can get wrong that memcheck does not see.
-for tool in racecheck synccheck; do
-  compute-sanitizer --tool $tool --error-exitcode 1 \
-    $PY -m pytest -q -x tests/test_persistent_cuda.py > "$OUT/$tool.log" 2>&1
-  echo "$tool exit $? : $(grep -E 'ERROR SUMMARY|passed|failed' "$OUT/$tool.log" | tail -2 | tr '\n' ' ')"
-done
+stage_sanitize() {
+  if [ "$dry" = 1 ]; then
+    echo "$stage: skipped (dry run)" | tee -a "$OUT/summary.txt"
+    return 0
+  fi
+  if ! command -v compute-sanitizer > /dev/null; then
+    echo "$stage: skipped (no compute-sanitizer)" | tee -a "$OUT/summary.txt"
+    return 0
+  fi
+  local rc=0
+  run memcheck 40 compute-sanitizer --tool memcheck --error-exitcode 1 \
+    $PY tools/gpu_smoke.py || rc=1
+  # The persistent kernels synchronise across blocks: races and barrier misuse are
+  # what they can get wrong that memcheck does not see.
+  for tool in racecheck synccheck; do
+    run $tool 40 compute-sanitizer --tool $tool --error-exitcode 1 \
+      $PY tools/gpu_smoke.py --only persistent || rc=1
+  done
+  return $rc
+}
 
-for script in benchmarks/gpu_compare.py benchmarks/persistent_compare.py; do
-  [ -f "$script" ] || continue
-  name=$(basename "$script" .py)
-  timeout 400 $PY "$script" > "$OUT/$name.md" 2> "$OUT/$name.err"
-  echo "$name exit $?"
-done
+case "$stage" in
+  build | tests | bench | sanitize)
+    log="$OUT/$stage.log"
+    : > "$log"
+    "stage_$stage"
+    ;;
+  all)
+    rc=0
+    for stage in build tests bench sanitize; do
+      log="$OUT/$stage.log"
+      : > "$log"
+      "stage_$stage" || rc=1
+    done
+    exit $rc
+    ;;
+  *)
+    sed -n '2,8p' "$0"
+    exit 2
+    ;;
+esac

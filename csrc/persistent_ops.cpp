@@ -75,6 +75,7 @@ PlanResult to_result(const persistent::Plan& p) {
     g.insert("rows_padded", p.rows_padded);
     g.insert("batch_padded", p.batch_padded);
     g.insert("row_stride", p.row_stride);
+    g.insert("partial_stride", p.partial_stride);
     g.insert("smem_bytes", p.smem_bytes);
   }
   return {p.fits, p.reason, g};

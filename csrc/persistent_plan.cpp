@@ -54,8 +54,9 @@ std::string layout(const Problem& p, const DeviceLimits& d, int64_t units, Plan&
   };
   out.smem_w = take(out.rows_padded * out.row_stride * elt);
   out.smem_h = take(out.batch_padded * out.row_stride * elt);
-  // Transposed ([column][row]) and padded by 8 rows so that both the fragment
-  // stores of the product and the gate math's loads are free of bank conflicts.
+  // Transposed ([column][row]), padded by 8 rows and swizzled (partial_index) so that
+  // both the fragment stores of the product and the gate math's loads are free of
+  // bank conflicts (tests/test_persistent_plan.py counts them).
   out.partial_stride = out.rows_padded + 8;
   out.smem_partial = take(out.k_warps * out.batch_padded * out.partial_stride * 4);
   out.smem_lengths = take(out.batch_padded * 4);

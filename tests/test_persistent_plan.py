@@ -191,3 +191,69 @@ def test_opcheck():
     torch.library.opcheck(torch.ops.rnnkit.persistent_plan.default, args,
                           test_utils=("test_schema", "test_autograd_registration",
                                       "test_faketensor"))
+
+
+# The partial sums' shared-memory index of the kernel (partial_index in
+# rnnkit/persistent_plan.h), and the unswizzled one it replaced.
+def _partial_index(n, r, stride):
+    return n * stride + (r ^ (((n >> 2) & 1) << 3))
+
+
+def _plain_index(n, r, stride):
+    return n * stride + r
+
+
+def _conflict_degree(addresses):
+    """Shared-memory wavefronts of one warp-wide 4-byte access: the most distinct words that
+    one of the 32 banks holds among the lanes' addresses (1: conflict-free)."""
+    banks = {}
+    for a in addresses:
+        banks.setdefault(a % 32, set()).add(a)
+    return max((len(v) for v in banks.values()), default=1)
+
+
+def _store_degrees(g, index):
+    """The product's fragment stores (persistent_forward.cu, step 3): lane 4g + q of a
+    K-warp stores rows mt*16 + g (+ 8) of columns nt*8 + 2q (+ 1), one instruction each."""
+    S = g["partial_stride"]
+    for mt in range(g["m_tiles"]):
+        for nt in range(g["n_tiles"]):
+            for dn, dr in ((0, 0), (1, 0), (0, 8), (1, 8)):
+                yield _conflict_degree(
+                    index(nt * 8 + 2 * (lane & 3) + dn, mt * 16 + (lane >> 2) + dr, S)
+                    for lane in range(32))
+
+
+def _load_degrees(g, batch, gates):
+    """The gate math's loads (step 4): thread t reads row gate*U + t % U of column t // U,
+    for the threads that own a (unit, batch) pair; per warp, per gate."""
+    S, U = g["partial_stride"], g["units_per_block"]
+    for warp in range(g["threads"] // 32):
+        lanes = [t for t in range(warp * 32, warp * 32 + 32) if t // U < batch]
+        for gate in range(gates):
+            yield (_conflict_degree(_partial_index(t // U, gate * U + t % U, S) for t in lanes),
+                   _conflict_degree(_plain_index(t // U, gate * U + t % U, S) for t in lanes))
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+def test_partial_sums_are_stored_without_bank_conflicts(cell, dtype):
+    """Over the plans for an H100, the fragment stores of the partial sums hit 32 distinct
+    banks (without the swizzle, 2-way conflicts), and a step's stores and loads of them
+    (each K-warp stores its slice once, each pair loads every slice once) take fewer
+    shared-memory wavefronts than without the swizzle, whose loads it can make worse
+    where U is not a multiple of 8."""
+    seen = 0
+    for batch in (1, 2, 5, 8, 16, 24, 40, 64):
+        for hidden in (64, 136, 256, 512, 768, 1024):
+            fits, _, g = plan(cell, batch, hidden, dtype, H100)
+            if not fits:
+                continue
+            seen += 1
+            assert max(_store_degrees(g, _partial_index)) == 1, (batch, hidden, g)
+            plain_stores = sum(_store_degrees(g, _plain_index))
+            assert plain_stores > sum(_store_degrees(g, _partial_index))
+            loads = list(_load_degrees(g, batch, GATES[cell]))
+            swizzled = sum(_store_degrees(g, _partial_index)) + sum(s for s, _ in loads)
+            assert swizzled < plain_stores + sum(p for _, p in loads), (batch, hidden, g)
+    assert seen >= 20

@@ -12,7 +12,7 @@
 //      output doubles as the broadcast buffer, so there is no ping-pong buffer to
 //      get wrong and no extra store per step;
 //   3. each K-warp multiplies its K range (warp_product.cuh) and stores its
-//      partial sums; __syncthreads;
+//      partial sums (at partial_index, persistent_plan.h); __syncthreads;
 //   4. one thread per (unit, batch) pair sums the partials, adds the prefetched
 //      input projection and b_hh, runs the gate math of cells.h in float, and
 //      stores output[t]; __syncthreads;
@@ -43,8 +43,12 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <array>
 #include <cstdint>
+#include <deque>
+#include <mutex>
 #include <string>
+#include <vector>
 
 #include "persistent_forward.h"
 #include "rnnkit/cells.h"
@@ -257,10 +261,11 @@ __global__ void __launch_bounds__(kMaxThreads, 1)
         for (int nt = 0; nt < NT; ++nt) {
           if (nt >= a.n_tiles) break;
           const int r = mt * 16 + g, n = nt * 8 + 2 * q;
-          mine[n * a.partial_stride + r] = acc[mt][nt][0];
-          mine[(n + 1) * a.partial_stride + r] = acc[mt][nt][1];
-          mine[n * a.partial_stride + r + 8] = acc[mt][nt][2];
-          mine[(n + 1) * a.partial_stride + r + 8] = acc[mt][nt][3];
+          const int S = a.partial_stride;
+          mine[partial_index(n, r, S)] = acc[mt][nt][0];
+          mine[partial_index(n + 1, r, S)] = acc[mt][nt][1];
+          mine[partial_index(n, r + 8, S)] = acc[mt][nt][2];
+          mine[partial_index(n + 1, r + 8, S)] = acc[mt][nt][3];
         }
       }
     }
@@ -281,7 +286,8 @@ __global__ void __launch_bounds__(kMaxThreads, 1)
 #pragma unroll
       for (int g = 0; g < G; ++g) {
         float sum = bias[g];
-        const float* col = partial_s + pair_b * a.partial_stride + g * U + pair_u;
+        const float* col = partial_s + partial_index(static_cast<int>(pair_b), g * U + pair_u,
+                                                     a.partial_stride);
         for (int w = 0; w < a.k_warps; ++w) sum += col[w * a.batch_padded * a.partial_stride];
         pre[g] = sum;
       }
@@ -362,6 +368,49 @@ const void* pick_kernel(Cell cell, DType dtype, int64_t n_tiles) {
   }
 }
 
+// What the runtime says about one kernel on one device, asked once: a persistent
+// call is a single launch, and these queries (attributes, the shared-memory
+// opt-in, occupancy) would otherwise cost it several runtime calls every time.
+struct KernelFacts {
+  const void* kernel;
+  int device;
+  bool queried = false;  // attr, major, sms
+  cudaError_t error = cudaSuccess;
+  cudaFuncAttributes attr{};
+  int major = 0, sms = 0;
+  int smem_allowed = 0;                      // the dynamic shared memory opted in so far
+  std::vector<std::array<int, 3>> occupancy;  // (threads, smem, blocks per SM)
+};
+
+std::mutex facts_mutex;
+std::deque<KernelFacts> facts_table;  // a deque: references stay valid as it grows
+
+// The facts of (kernel, device), queried on first use; call under facts_mutex.
+KernelFacts& facts_of(const void* kernel, int device) {
+  for (KernelFacts& f : facts_table) {
+    if (f.kernel == kernel && f.device == device) return f;
+  }
+  KernelFacts& f = facts_table.emplace_back();
+  f.kernel = kernel;
+  f.device = device;
+  return f;
+}
+
+// Fills attr, major and sms of `f` unless done; the error of the first query that
+// failed, or cudaSuccess.
+cudaError_t query(KernelFacts& f) {
+  if (!f.queried) {
+    f.queried = true;
+    f.error = cudaFuncGetAttributes(&f.attr, f.kernel);
+    if (f.error == cudaSuccess)
+      f.error = cudaDeviceGetAttribute(&f.major, cudaDevAttrComputeCapabilityMajor, f.device);
+    if (f.error == cudaSuccess)
+      f.error = cudaDeviceGetAttribute(&f.sms, cudaDevAttrMultiProcessorCount, f.device);
+    if (f.error != cudaSuccess) cudaGetLastError();
+  }
+  return f.error;
+}
+
 }  // namespace
 
 void set_geometry(ForwardArgs& a, const Plan& p) {
@@ -382,12 +431,15 @@ void set_geometry(ForwardArgs& a, const Plan& p) {
 
 KernelInfo forward_kernel_info(Cell cell, DType dtype, int64_t n_tiles) {
   const void* kernel = pick_kernel(cell, dtype, n_tiles);
-  cudaFuncAttributes attr{};
-  if (kernel == nullptr || cudaFuncGetAttributes(&attr, kernel) != cudaSuccess) {
+  int device = 0;
+  if (kernel == nullptr || cudaGetDevice(&device) != cudaSuccess) {
     cudaGetLastError();
     return {0, 0};
   }
-  return {attr.numRegs, attr.maxThreadsPerBlock};
+  const std::lock_guard<std::mutex> lock(facts_mutex);
+  KernelFacts& f = facts_of(kernel, device);
+  if (query(f) != cudaSuccess) return {0, 0};
+  return {f.attr.numRegs, f.attr.maxThreadsPerBlock};
 }
 
 std::string launch_forward(Cell cell, DType dtype, const ForwardLaunch& launch, const Plan& plan,
@@ -417,20 +469,31 @@ std::string launch_forward(Cell cell, DType dtype, const ForwardLaunch& launch, 
   }
   const int smem = static_cast<int>(plan.smem_bytes);
   const int threads = static_cast<int>(plan.threads);
-  cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
-  if (e != cudaSuccess) return failed("cudaFuncSetAttribute", e);
-
-  // The planner worked from assumed properties; the occupancy calculator knows
-  // the compiled kernel. Refuse rather than risk a grid that cannot be resident.
-  int device = 0, sms = 0, per_sm = 0, major = 0;
-  if ((e = cudaGetDevice(&device)) != cudaSuccess) return failed("cudaGetDevice", e);
-  e = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device);
-  if (e != cudaSuccess) return failed("cudaDeviceGetAttribute", e);
-  if (major < 8) return "the persistent kernels need compute capability 8.0 or newer";
-  e = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
-  if (e != cudaSuccess) return failed("cudaDeviceGetAttribute", e);
-  e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, smem);
-  if (e != cudaSuccess) return failed("cudaOccupancyMaxActiveBlocksPerMultiprocessor", e);
+  int device = 0, sms = 0, per_sm = -1;
+  cudaError_t e = cudaGetDevice(&device);
+  if (e != cudaSuccess) return failed("cudaGetDevice", e);
+  {
+    const std::lock_guard<std::mutex> lock(facts_mutex);
+    KernelFacts& f = facts_of(kernel, device);
+    if ((e = query(f)) != cudaSuccess) return failed("the kernel's attributes", e);
+    if (f.major < 8) return "the persistent kernels need compute capability 8.0 or newer";
+    sms = f.sms;
+    if (smem > f.smem_allowed) {
+      e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+      if (e != cudaSuccess) return failed("cudaFuncSetAttribute", e);
+      f.smem_allowed = smem;
+    }
+    // The planner worked from assumed properties; the occupancy calculator knows
+    // the compiled kernel. Refuse rather than risk a grid that cannot be resident.
+    for (const auto& o : f.occupancy) {
+      if (o[0] == threads && o[1] == smem) per_sm = o[2];
+    }
+    if (per_sm < 0) {
+      e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, smem);
+      if (e != cudaSuccess) return failed("cudaOccupancyMaxActiveBlocksPerMultiprocessor", e);
+      f.occupancy.push_back({threads, smem, per_sm});
+    }
+  }
   const int64_t grid_blocks = plan.blocks * plan.directions;
   if (static_cast<int64_t>(per_sm) * sms < grid_blocks) {
     return "the " + std::to_string(grid_blocks) + " blocks cannot be co-resident (" +

@@ -28,6 +28,12 @@
 #include <cstdint>
 #include <string>
 
+#if defined(__CUDACC__)
+#define RNNKIT_PLAN_HOST_DEVICE __host__ __device__ __forceinline__
+#else
+#define RNNKIT_PLAN_HOST_DEVICE inline
+#endif
+
 #include "rnnkit/layer_contract.h"
 
 namespace rnnkit {
@@ -95,7 +101,8 @@ struct Plan {
   // Dynamic shared memory layout, byte offsets from its start.
   int64_t smem_w = 0;         // W_hh slice   [rows_padded, row_stride]   dtype
   int64_t smem_h = 0;         // staged h     [batch_padded, row_stride]  dtype
-  int64_t partial_stride = 0; // rows_padded + 8: floats between partial-sum columns
+  int64_t partial_stride = 0; // rows_padded + 8: floats between partial-sum columns (see
+                              // partial_index)
   int64_t smem_partial = 0;   // partial sums [k_warps, batch_padded, partial_stride] float
   int64_t smem_lengths = 0;   // lengths      [batch_padded] int32
   int64_t smem_bytes = 0;     // total
@@ -109,6 +116,21 @@ int64_t shared_row_stride(DType dtype, int64_t k_padded);
 // The plan for this problem on this device. Never returns fits == true for a
 // geometry whose blocks cannot all be resident at once.
 Plan plan(const Problem& problem, const DeviceLimits& limits);
+
+// Where the partial sum of (row r, batch column n) of one K-warp lives in its
+// [batch_padded, partial_stride] slice: column-major, with bit 3 of the row flipped
+// in columns whose bit 2 is set. The product's fragment stores write, per
+// instruction, rows g and columns 2q for lanes 4g + q; with a stride of 8 mod 32
+// floats, columns 0 and 4 (and 2 and 6) start on the same bank and the store is a
+// 2-way conflict; flipping bit 3 there moves them 8 banks apart. The gate math's
+// loads (thread t: row g*U + t % U of column t / U) keep their banks where U is a
+// multiple of 8 (each warp then reads within one aligned group of four columns);
+// elsewhere some take more wavefronts, fewer than the stores save
+// (tests/test_persistent_plan.py counts both). The flip stays inside an aligned
+// group of 16 rows, and rows_padded is a multiple of 16.
+RNNKIT_PLAN_HOST_DEVICE int partial_index(int n, int r, int partial_stride) {
+  return n * partial_stride + (r ^ (((n >> 2) & 1) << 3));
+}
 
 }  // namespace persistent
 }  // namespace rnnkit

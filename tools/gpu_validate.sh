@@ -30,11 +30,22 @@ mkdir -p "$OUT"
 PY=${PYTHON:-python3}
 stage=${1:-}
 
-dry=${RNNKIT_GPU_DRY:-}
-if [ -z "$dry" ]; then
-  $PY -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null \
-    && dry=0 || dry=1
+# Dry only when asked to, or when there is no GPU at all: a GPU that torch cannot see
+# (a CPU build of torch, a driver mismatch) is a failure, not a dry run that reads "ok".
+if [ -n "${RNNKIT_GPU_DRY:-}" ] && [ "${RNNKIT_GPU_DRY}" != 0 ]; then
+  dry=1
+elif $PY -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
+  dry=0
+elif nvidia-smi -L > /dev/null 2>&1; then
+  echo "gpu_validate: nvidia-smi sees a GPU but torch does not:" | tee -a "$OUT/summary.txt"
+  $PY -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)" 2>&1 \
+    | tee -a "$OUT/summary.txt"
+  exit 1
+else
+  dry=1
 fi
+tag=""
+[ "$dry" = 1 ] && tag=" (dry run)"
 
 # run NAME SECONDS CMD...: CMD under `timeout`, its output appended to the stage's log.
 run() {
@@ -45,9 +56,18 @@ run() {
   timeout --kill-after=5 "$limit" "$@" >> "$log" 2>&1
   local rc=$?
   local verdict="ok"
-  [ $rc -eq 124 ] || [ $rc -eq 137 ] && verdict="TIMED OUT"
-  [ $rc -ne 0 ] && [ "$verdict" = ok ] && verdict="FAILED (exit $rc)"
-  echo "$stage/$name: $verdict, $((SECONDS - t0)) s" | tee -a "$OUT/summary.txt"
+  if [ $rc -eq 124 ]; then
+    verdict="TIMED OUT"
+  elif [ $rc -eq 137 ]; then
+    verdict="KILLED (past the timeout's grace, or out of memory)"
+  elif [ $rc -ne 0 ]; then
+    verdict="FAILED (exit $rc)"
+  fi
+  # pytest's summary line, when the step ran pytest: the counts, skips included.
+  local counts
+  counts=$(grep -E "^(=+ )?[0-9]+ (passed|failed)" "$log" | tail -1 | tr -d '=' | sed 's/^ *//')
+  [ -n "$counts" ] && [ "$name" = tests ] && verdict="$verdict: $counts"
+  echo "$stage/$name: $verdict, $((SECONDS - t0)) s$tag" | tee -a "$OUT/summary.txt"
   return $rc
 }
 
@@ -80,7 +100,8 @@ stage_tests() {
   local files="tests/test_cuda.py tests/test_cuda_cells.py tests/test_cuda_registration.py
     tests/test_persistent_cuda.py tests/test_persistent_plan.py tests/test_persistent_fakes.py"
   local per_test=()
-  $PY -c "import pytest_timeout" 2>/dev/null && per_test=(--timeout 60)
+  # The thread method: a test stuck in a CUDA synchronisation never sees a signal.
+  $PY -c "import pytest_timeout" 2>/dev/null && per_test=(--timeout 60 --timeout-method=thread)
   if [ "$dry" = 0 ]; then
     run tests 330 env RNNKIT_CUDA_KERNELS=1 RNNKIT_EXPECT_CUDA=1 \
       $PY -m pytest -x -q -rs "${per_test[@]}" $files
@@ -90,33 +111,37 @@ stage_tests() {
 }
 
 stage_bench() {
+  local rc=0
   if [ "$dry" = 0 ]; then
-    run gpu_compare 170 $PY benchmarks/gpu_compare.py --quick --out "$OUT/gpu_compare.md"
+    run gpu_compare 170 $PY benchmarks/gpu_compare.py --quick --out "$OUT/gpu_compare.md" \
+      || rc=1
     run persistent_compare 110 sh -c \
-      "$PY benchmarks/persistent_compare.py --quick > '$OUT/persistent_compare.md'"
+      "$PY benchmarks/persistent_compare.py --quick > '$OUT/persistent_compare.md'" || rc=1
   else
-    run gpu_compare 30 $PY benchmarks/gpu_compare.py --help
-    run persistent_compare 30 $PY benchmarks/persistent_compare.py --help
+    run gpu_compare 30 $PY benchmarks/gpu_compare.py --help || rc=1
+    run persistent_compare 30 $PY benchmarks/persistent_compare.py --help || rc=1
   fi
+  return $rc
 }
 
 stage_sanitize() {
   if [ "$dry" = 1 ]; then
-    echo "$stage: skipped (dry run)" | tee -a "$OUT/summary.txt"
+    echo "$stage: skipped$tag" | tee -a "$OUT/summary.txt"
     return 0
   fi
-  if ! command -v compute-sanitizer > /dev/null; then
+  local cs
+  cs=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null || true)
+  if [ -z "$cs" ]; then
     echo "$stage: skipped (no compute-sanitizer)" | tee -a "$OUT/summary.txt"
     return 0
   fi
   local rc=0
-  run memcheck 40 compute-sanitizer --tool memcheck --error-exitcode 1 \
-    $PY tools/gpu_smoke.py || rc=1
+  run memcheck 40 "$cs" --tool memcheck --error-exitcode 1 $PY tools/gpu_smoke.py || rc=1
   # The persistent kernels synchronise across blocks: races and barrier misuse are
   # what they can get wrong that memcheck does not see.
   for tool in racecheck synccheck; do
-    run $tool 40 compute-sanitizer --tool $tool --error-exitcode 1 \
-      $PY tools/gpu_smoke.py --only persistent || rc=1
+    run $tool 40 "$cs" --tool $tool --error-exitcode 1 $PY tools/gpu_smoke.py --only persistent \
+      || rc=1
   done
   return $rc
 }
@@ -132,7 +157,10 @@ case "$stage" in
     for stage in build tests bench sanitize; do
       log="$OUT/$stage.log"
       : > "$log"
-      "stage_$stage" || rc=1
+      if ! "stage_$stage"; then
+        rc=1
+        [ "$stage" = build ] && break  # nothing after it can run
+      fi
     done
     exit $rc
     ;;

@@ -1,6 +1,8 @@
 // The persistent forward of one LSTM or GRU layer direction: one launch runs all
 // T steps. Arguments and their shapes: persistent_forward.h; the geometry and the
-// shared-memory layout: rnnkit/persistent_plan.h.
+// shared-memory layout: rnnkit/persistent_plan.h. tests/test_persistent_transliteration.py
+// follows this kernel line by line on the CPU: a change to its index math changes that
+// file with it.
 //
 // Block b owns hidden units [u0, u0 + U), u0 = b * U, and keeps their G*U rows of
 // W_hh (local row g*U + u is W_hh row g*H + u0 + u) in shared memory for the whole
@@ -375,7 +377,6 @@ struct KernelFacts {
   const void* kernel;
   int device;
   bool queried = false;  // attr, major, sms
-  cudaError_t error = cudaSuccess;
   cudaFuncAttributes attr{};
   int major = 0, sms = 0;
   int smem_allowed = 0;                      // the dynamic shared memory opted in so far
@@ -396,19 +397,21 @@ KernelFacts& facts_of(const void* kernel, int device) {
   return f;
 }
 
-// Fills attr, major and sms of `f` unless done; the error of the first query that
-// failed, or cudaSuccess.
+// Fills attr, major and sms of `f` unless done; the error of the query that
+// failed, or cudaSuccess. Only an answer is kept: a failed query is asked again
+// next time.
 cudaError_t query(KernelFacts& f) {
-  if (!f.queried) {
-    f.queried = true;
-    f.error = cudaFuncGetAttributes(&f.attr, f.kernel);
-    if (f.error == cudaSuccess)
-      f.error = cudaDeviceGetAttribute(&f.major, cudaDevAttrComputeCapabilityMajor, f.device);
-    if (f.error == cudaSuccess)
-      f.error = cudaDeviceGetAttribute(&f.sms, cudaDevAttrMultiProcessorCount, f.device);
-    if (f.error != cudaSuccess) cudaGetLastError();
+  if (f.queried) return cudaSuccess;
+  cudaError_t e = cudaFuncGetAttributes(&f.attr, f.kernel);
+  if (e == cudaSuccess)
+    e = cudaDeviceGetAttribute(&f.major, cudaDevAttrComputeCapabilityMajor, f.device);
+  if (e == cudaSuccess) e = cudaDeviceGetAttribute(&f.sms, cudaDevAttrMultiProcessorCount, f.device);
+  if (e != cudaSuccess) {
+    cudaGetLastError();
+    return e;
   }
-  return f.error;
+  f.queried = true;
+  return cudaSuccess;
 }
 
 }  // namespace
@@ -438,7 +441,8 @@ KernelInfo forward_kernel_info(Cell cell, DType dtype, int64_t n_tiles) {
   }
   const std::lock_guard<std::mutex> lock(facts_mutex);
   KernelFacts& f = facts_of(kernel, device);
-  if (query(f) != cudaSuccess) return {0, 0};
+  // Below sm_80 the kernel is a stub (see its body): no kernel for the planner.
+  if (query(f) != cudaSuccess || f.major < 8) return {0, 0};
   return {f.attr.numRegs, f.attr.maxThreadsPerBlock};
 }
 

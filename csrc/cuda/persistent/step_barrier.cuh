@@ -57,20 +57,18 @@ __device__ __forceinline__ unsigned long long global_ns() {
 constexpr unsigned long long kStepWaitLimitNs = 1000000000ull;
 
 // Returns once counter >= target (mod 2^32, see above); a block barrier inside.
-// Past kStepWaitLimitNs it says which block waited for what and traps: the launch
-// fails with a CUDA error that the host reports at its next synchronisation,
-// instead of spinning until the process is killed.
+// Past kStepWaitLimitNs it traps: the launch fails with a CUDA error (an illegal
+// instruction) that the host reports at its next synchronisation, instead of
+// spinning until the process is killed. The trap ends the process's CUDA context,
+// so a test run stops there; which case it was is what the test or the smoke run
+// was running. No message from the device: a printf here gave every kernel a
+// stack frame and the large-batch 16-bit variants register spills (ptxas -v), and
+// after a trap the host cannot read a flag either.
 __device__ __forceinline__ void step_wait(const unsigned int* counter, unsigned int target) {
   if (threadIdx.x == 0) {
     const unsigned long long start = global_ns();
-    unsigned int seen;
-    while (static_cast<int>((seen = load_acquire_gpu(counter)) - target) < 0) {
-      if (global_ns() - start > kStepWaitLimitNs) {
-        printf("rnnkit: persistent kernel, block (%u, %u) waited over 1 s at the step barrier "
-               "(counter %u, waiting for %u); trapping\n",
-               blockIdx.x, blockIdx.y, seen, target);
-        __trap();
-      }
+    while (static_cast<int>(load_acquire_gpu(counter) - target) < 0) {
+      if (global_ns() - start > kStepWaitLimitNs) __trap();
     }
   }
   __syncthreads();

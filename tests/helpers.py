@@ -245,3 +245,34 @@ def torch_bf16_autocast_is_native() -> bool:
     """Whether torch.nn's CPU bfloat16 path (oneDNN's) works on this machine, so that torch.nn
     itself follows the rule above and can be compared with directly as well."""
     return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+# ---------------------------------------------------------------------------
+# The persistent kernels' planner and shared-memory layout, checked on the CPU
+# (test_persistent_plan.py, test_persistent_transliteration.py) and on a GPU
+# (test_persistent_cuda.py).
+
+KIB = 1024
+# An H100 SXM's properties as rnnkit::persistent_plan takes them.
+H100 = dict(sm_count=132, smem_per_block_optin=227 * KIB, smem_per_sm=228 * KIB,
+            regs_per_sm=65536, max_threads_per_block=1024, max_threads_per_sm=2048)
+PERSISTENT_GATES = {"lstm": 4, "gru": 3}
+# The persistent kernels against the reference run wider on the same rounded inputs: the
+# kernels' own rounding (h stored in the dtype every step; gate math in float32).
+PERSISTENT_TOL = {torch.float32: 1e-4, torch.bfloat16: 4e-2, torch.float16: 6e-3}
+
+
+def persistent_plan(cell, batch, hidden, dtype, device, width=None, regs=128, cooperative=True,
+                    directions=1):
+    """(fits, reason, geometry dict) of rnnkit::persistent_plan for the device properties
+    `device` (e.g. H100)."""
+    fits, reason, geometry = torch.ops.rnnkit.persistent_plan(
+        cell, batch, hidden, hidden if width is None else width, dtype, **device,
+        cooperative_launch=cooperative, kernel_regs_per_thread=regs, directions=directions)
+    return fits, reason, dict(geometry)
+
+
+def partial_index(n, r, stride):
+    """partial_index of rnnkit/persistent_plan.h: where the persistent kernel keeps the
+    partial sum of (row r, batch column n) of one K-warp (n, r: ints or integer arrays)."""
+    return n * stride + (r ^ (((n >> 2) & 1) << 3))

@@ -10,6 +10,8 @@ state and all gate math stay in float32.
 import pytest
 import torch
 
+from helpers import PERSISTENT_GATES as GATES
+from helpers import PERSISTENT_TOL as TOL
 from rnnkit import _extension, reference
 
 pytestmark = [
@@ -17,9 +19,6 @@ pytestmark = [
     pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
     pytest.mark.skipif(not _extension.loaded(), reason=f"rnnkit._C: {_extension.LOAD_ERROR}"),
 ]
-
-GATES = {"lstm": 4, "gru": 3}
-TOL = {torch.float32: 1e-4, torch.bfloat16: 4e-2, torch.float16: 6e-3}
 
 
 def _has_op(name):

@@ -10,26 +10,17 @@ import itertools
 import pytest
 import torch
 
+from helpers import H100, KIB, partial_index
+from helpers import PERSISTENT_GATES as GATES
+from helpers import persistent_plan as plan
 from rnnkit import _extension
 
 pytestmark = pytest.mark.skipif(not _extension.loaded(),
                                 reason=f"rnnkit._C not loaded: {_extension.LOAD_ERROR}")
 
-KIB = 1024
-H100 = dict(sm_count=132, smem_per_block_optin=227 * KIB, smem_per_sm=228 * KIB,
-            regs_per_sm=65536, max_threads_per_block=1024, max_threads_per_sm=2048)
 A100 = dict(sm_count=108, smem_per_block_optin=163 * KIB, smem_per_sm=164 * KIB,
             regs_per_sm=65536, max_threads_per_block=1024, max_threads_per_sm=2048)
-GATES = {"lstm": 4, "gru": 3}
 RESERVED_SMEM_PER_BLOCK = 1024
-
-
-def plan(cell, batch, hidden, dtype, device, width=None, regs=128, cooperative=True,
-         directions=1):
-    fits, reason, geometry = torch.ops.rnnkit.persistent_plan(
-        cell, batch, hidden, hidden if width is None else width, dtype, **device,
-        cooperative_launch=cooperative, kernel_regs_per_thread=regs, directions=directions)
-    return fits, reason, dict(geometry)
 
 
 def assert_sound(cell, batch, hidden, device, g, regs=128):
@@ -193,12 +184,7 @@ def test_opcheck():
                                       "test_faketensor"))
 
 
-# The partial sums' shared-memory index of the kernel (partial_index in
-# rnnkit/persistent_plan.h), and the unswizzled one it replaced.
-def _partial_index(n, r, stride):
-    return n * stride + (r ^ (((n >> 2) & 1) << 3))
-
-
+# The unswizzled index of the partial sums that partial_index replaced.
 def _plain_index(n, r, stride):
     return n * stride + r
 
@@ -231,7 +217,7 @@ def _load_degrees(g, batch, gates):
     for warp in range(g["threads"] // 32):
         lanes = [t for t in range(warp * 32, warp * 32 + 32) if t // U < batch]
         for gate in range(gates):
-            yield (_conflict_degree(_partial_index(t // U, gate * U + t % U, S) for t in lanes),
+            yield (_conflict_degree(partial_index(t // U, gate * U + t % U, S) for t in lanes),
                    _conflict_degree(_plain_index(t // U, gate * U + t % U, S) for t in lanes))
 
 
@@ -250,10 +236,10 @@ def test_partial_sums_are_stored_without_bank_conflicts(cell, dtype):
             if not fits:
                 continue
             seen += 1
-            assert max(_store_degrees(g, _partial_index)) == 1, (batch, hidden, g)
+            assert max(_store_degrees(g, partial_index)) == 1, (batch, hidden, g)
             plain_stores = sum(_store_degrees(g, _plain_index))
-            assert plain_stores > sum(_store_degrees(g, _partial_index))
+            assert plain_stores > sum(_store_degrees(g, partial_index))
             loads = list(_load_degrees(g, batch, GATES[cell]))
-            swizzled = sum(_store_degrees(g, _partial_index)) + sum(s for s, _ in loads)
+            swizzled = sum(_store_degrees(g, partial_index)) + sum(s for s, _ in loads)
             assert swizzled < plain_stores + sum(p for _, p in loads), (batch, hidden, g)
     assert seen >= 20

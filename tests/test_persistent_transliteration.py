@@ -17,22 +17,15 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import H100, partial_index, persistent_plan
+from helpers import PERSISTENT_GATES as GATES
+from helpers import PERSISTENT_TOL as TOL
 from rnnkit import _extension, reference
 
 pytestmark = pytest.mark.skipif(not _extension.loaded(),
                                 reason=f"rnnkit._C not loaded: {_extension.LOAD_ERROR}")
 
-KIB = 1024
-H100 = dict(sm_count=132, smem_per_block_optin=227 * KIB, smem_per_sm=228 * KIB,
-            regs_per_sm=65536, max_threads_per_block=1024, max_threads_per_sm=2048)
-GATES = {"lstm": 4, "gru": 3}
 RESERVE = {"lstm": 5, "gru": 4}
-TOL = {torch.float32: 1e-4, torch.bfloat16: 4e-2, torch.float16: 6e-3}
-
-
-def partial_index(n, r, stride):
-    """rnnkit/persistent_plan.h: partial_index (n, r: arrays or ints)."""
-    return n * stride + (r ^ (((n >> 2) & 1) << 3))
 
 
 def rounded(x, dtype):
@@ -272,11 +265,8 @@ CASES = [
 def test_transliterated_kernel_matches_reference(cell, dtype, T, B, I, H, packed, device,
                                                  reverse):
     seed = int(torch.randint(0, 2**31, ()).item())
-    limits = {**H100, **device}
-    fits, reason, geometry = torch.ops.rnnkit.persistent_plan(
-        cell, B, H, H, dtype, **limits, cooperative_launch=True, kernel_regs_per_thread=128)
+    fits, reason, geometry = persistent_plan(cell, B, H, dtype, {**H100, **device})
     assert fits, reason
-    geometry = dict(geometry)
     layer = make_layer(cell, T, B, I, H, dtype, packed, seed)
     x2d = layer["input"].reshape(T * B, I)
     # The host's hoisted input projection, b_ih folded in, stored in the kernel's dtype.

@@ -11,7 +11,7 @@ One line per case, "ok" or what failed, then a summary; the exit status is the n
 failed cases (0: all passed). Without a CUDA device it runs the standard cases on the CPU and
 reports the persistent ones as skipped (the dry run of the stage).
 
-Every case is small (T <= 6, B <= 5, H <= 40) so that the whole run takes seconds once the
+Every case is small (T <= 6, B <= 24, H <= 40) so that the whole run takes seconds once the
 CUDA context exists: a case that takes long is a hang, which the persistent kernels' bounded
 barrier turns into a CUDA error within a second.
 """

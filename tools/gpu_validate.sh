@@ -63,10 +63,11 @@ run() {
   elif [ $rc -ne 0 ]; then
     verdict="FAILED (exit $rc)"
   fi
-  # pytest's summary line, when the step ran pytest: the counts, skips included.
-  local counts
-  counts=$(grep -E "^(=+ )?[0-9]+ (passed|failed)" "$log" | tail -1 | tr -d '=' | sed 's/^ *//')
-  [ -n "$counts" ] && [ "$name" = tests ] && verdict="$verdict: $counts"
+  if [ "$name" = tests ]; then  # pytest's summary line: the counts, skips included
+    local counts
+    counts=$(grep -E "^(=+ )?[0-9]+ (passed|failed)" "$log" | tail -1 | tr -d '=' | sed 's/^ *//')
+    [ -n "$counts" ] && verdict="$verdict: $counts"
+  fi
   echo "$stage/$name: $verdict, $((SECONDS - t0)) s$tag" | tee -a "$OUT/summary.txt"
   return $rc
 }

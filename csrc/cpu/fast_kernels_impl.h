@@ -261,20 +261,23 @@ struct Share {
 // the L3) runs at the speed of memory and the passes after it at that of the
 // FMAs, one after the other: LSTM T=100 B=8 H=512, one thread of a Zen 1, spent
 // half its time in the first row block.
+//
+// The bfloat16 kernels (bf16_kernels_impl.h) take it as it is with their own lanes:
+// A and the panel of bfloat16 pairs (K even), the tile of floats.
 template <typename L, int PV>
 struct PanelProduct {
   const typename L::T* A;
   int64_t K;
-  const typename L::T* panel;
-  const typename L::T* next = nullptr;
+  const typename L::Panel* panel;
+  const typename L::Panel* next = nullptr;
   int64_t B = 0;
   int MR = 1;  // the rows of the caller's row blocks (RowBlocks(B, MR)); lstm_step takes them
-  RNNKIT_TARGET void operator()(int64_t b0, int m, typename L::T* tile) const {
+  RNNKIT_TARGET void operator()(int64_t b0, int m, typename L::Acc* tile) const {
     if (next == nullptr || RowBlocks(B, MR).count < 2) {
       panel_product<L, PV>(m, K, A + b0 * K, K, panel, tile);
       return;
     }
-    const Share share(next, K * PV * L::kWidth * int64_t{sizeof(typename L::T)}, b0, m, B);
+    const Share share(next, K * PV * L::kWidth * int64_t{sizeof(typename L::Panel)}, b0, m, B);
     panel_product<L, PV>(m, K, A + b0 * K, K, panel, tile, share.p, share.bytes);
   }
 };

@@ -13,6 +13,7 @@
 #include <ATen/ops/empty.h>
 #include <ATen/ops/mm.h>
 
+#include "bf16_layers.h"
 #include "cpu_common.h"
 #include "fast_path.h"
 #include "layer_ops_cpu.h"
@@ -138,6 +139,10 @@ std::tuple<Tensor, Tensor, Tensor> gru_layer(
   const std::vector<int64_t> len = sequence_lengths(lengths, B, T);
   if (one_step::applies(T, B, H, len, false)) {
     return one_step::gru(input, h0, w_ih, w_hh, b_ih, b_hh, keep_reserve);
+  }
+  if (auto bf16 = gru_layer_bf16(sz, input, len, h0, w_ih, w_hh, b_ih, b_hh, reverse,
+                                 keep_reserve)) {
+    return *bf16;
   }
 
   const Tensor x = prepare(input, ct);

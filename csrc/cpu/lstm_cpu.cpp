@@ -15,6 +15,7 @@
 #include <ATen/ops/mm.h>
 #include <ATen/ops/zeros.h>
 
+#include "bf16_layers.h"
 #include "cpu_common.h"
 #include "fast_path.h"
 #include "layer_ops_cpu.h"
@@ -206,6 +207,10 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_layer(
   const std::vector<int64_t> len = sequence_lengths(lengths, B, T);
   if (one_step::applies(T, B, H, len, sz.has_proj)) {
     return one_step::lstm(input, h0, c0, w_ih, w_hh, b_ih, b_hh, keep_reserve);
+  }
+  if (auto bf16 = lstm_layer_bf16(sz, input, len, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse,
+                                  keep_reserve)) {
+    return *bf16;
   }
 
   const Tensor x = prepare(input, ct);

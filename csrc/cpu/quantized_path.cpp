@@ -12,25 +12,22 @@
 #include <vector>
 
 #include "fast_path.h"
+#include "low_precision_driver.h"
 
 namespace rnnkit {
 namespace cpu {
 namespace fast {
 namespace {
 
-int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 // K rounded up to a multiple of the kernels' alignment.
 int64_t padded(int64_t K, int64_t depth) { return (K + depth - 1) / depth * depth; }
-int64_t step_of(int64_t T, bool reverse, int64_t s) { return reverse ? T - 1 - s : s; }
 
 at::Tensor floats(int64_t n) {
   return at::empty({std::max<int64_t>(1, n)}, at::TensorOptions().dtype(at::kFloat));
 }
 
-// The quantized form of the B rows of a K-wide float operand, one copy per worker:
-// each worker quantizes the whole operand itself at the start of its round, which
-// costs it B*K roundings (against B*K*N multiply-adds of its share of the product)
-// and spares every step a round and its barrier.
+// The quantized form of the rows of a K-wide float operand, `copies` copies (the
+// Rows of low_precision_driver.h).
 template <typename Level>
 struct RowQuantizer {
   int64_t rows, K, Kp;
@@ -49,7 +46,7 @@ struct RowQuantizer {
     scales.mutable_data_ptr<float>()[r] = quantize_row(
         x + row * K, K, Kp, levels.mutable_data_ptr<Level>() + (r + copy * kTileRows) * Kp);
   }
-  void quantize_all(const float* x, int64_t copy) {
+  void from_floats(const float* x, int64_t copy) {
     for (int64_t b = 0; b < rows; ++b) quantize(x, b, copy);
   }
   // From row `first` of copy `copy` on.
@@ -60,116 +57,45 @@ struct RowQuantizer {
   }
 };
 
-// The projection phases of an LSTM with proj_size: h_full [B, H] (zeroed: the
-// projection also quantizes the rows of padded steps, and discards their
-// products, which the gate kernel does not write) quantized, then the product with
-// W_hr.
-struct QuantizedProjection {
-  Int8Matrix w_hr;
-  int64_t P;
-  const int64_t* len;
-  float* h_full;
-  float* out;
+// The int8 operands of low_precision_driver.h, with the levels of the kernels
+// (see quantized_kernels.h).
+template <typename Level>
+struct Int8Kind {
+  using Kernels = QuantizedKernels;
+  using Matrix = Int8Matrix;
+  using Input = float;
+  using Packed = PackedInt8;
+  using Panels = QuantizedPanels;
+  using Rows = RowQuantizer<Level>;
+  // Kept between calls (quantized_pack.h), not in kept memory.
+  static Packed pack(const Kernels& k, const Matrix& w, int64_t gates, int64_t H, int64_t K,
+                     int64_t U, Pack) {
+    return packed_int8(w, gates, H, K, U, k.depth, k.align);
+  }
+  static Rows input(const Kernels& k, const float* x, int64_t rows, int64_t I) {
+    Rows in(k, rows, I, 1, Pack::kQuantizedInput);
+    at::parallel_for(0, rows, 64, [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) in.quantize(x, r);
+    });
+    return in;
+  }
+  static void (*begin_thread(const Kernels& k))() { return k.begin_thread; }
 };
 
-// The forward of one layer direction, the quantized run_forward of fast_path.cpp:
-// packs W_hh and W_ih (or finds them packed), quantizes the whole input, then runs
-// the steps, each worker quantizing the running state (K wide) before its blocks of
-// the step's cell kernel, which projects the input chunk by chunk like the float
-// drivers. With `projected`, each step is two rounds, the second quantizing h_full
-// and projecting it. Level: the levels of the kernels `k` (see quantized_kernels.h).
-template <typename Level, typename Args, typename Kernel>
-void run_quantized(const QuantizedKernels& k, int64_t T_, int64_t B, int64_t H, int64_t K,
-                   int64_t gates, int64_t U, bool reverse, const float* x, int64_t I,
-                   Int8Matrix w_ih, const float* bias, Int8Matrix w_hh, float* h, Args a,
-                   Kernel kernel, const QuantizedProjection* projected) {
-  const int64_t blocks = ceil_div(H, U), depth = k.depth, align = k.align;
-  const PackedInt8 hh = packed_int8(w_hh, gates, H, K, U, depth, align);
-  const PackedInt8 ih = packed_int8(w_ih, gates, H, I, U, depth, align);
-  const QuantizedPanels hh_panels = hh.view(), ih_panels = ih.view();
+using QuantizedProjection = LowPrecisionProjection<Int8Matrix>;
 
-  RowQuantizer<Level> input(k, T_ * B, I, 1, Pack::kQuantizedInput);
-  at::parallel_for(0, T_ * B, 64, [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; ++r) input.quantize(x, r);
-  });
-
-  const int64_t C = input_chunk_steps(T_, B);
-  const at::Tensor chunk = kept_memory<float>(std::max<int64_t>(1, C * B * gates * H),
-                                              Pack::kInputChunk);
-  const ProjectionArgsOf<float> chunk_args{gates * H, I,    H, static_cast<int>(gates), nullptr,
-                                           nullptr,   bias, chunk.mutable_data_ptr<float>()};
-  const at::Tensor other = floats(B * K);
-  float* state[2] = {h, other.mutable_data_ptr<float>()};
-  a.gx = chunk.const_data_ptr<float>();
-
-  // The projection's panels and arguments (h_prev, h_next: the state's).
-  const int64_t PU = kPlainVectors * k.width;
-  PackedInt8 hr;
-  LstmProjectArgsOf<float> project_args{};
-  if (projected) {
-    hr = packed_int8(projected->w_hr, 1, projected->P, H, PU, depth, align);
-    project_args = {B, H, projected->P, nullptr, projected->len, projected->h_full,
-                    projected->out};
-  }
-  const QuantizedPanels hr_panels = projected ? hr.view() : QuantizedPanels{};
-
-  const int64_t rounds = projected ? 2 : 1;
-  const int64_t round_blocks[2] = {blocks, projected ? ceil_div(projected->P, PU) : 0};
-  int64_t step_flops = B * gates * H * (K + I);
-  if (projected) step_flops += B * H * projected->P;
-  const int64_t workers = workers_for(std::max(blocks, round_blocks[1]), step_flops);
-  RowQuantizer<Level> state_rows(k, B, K, workers, Pack::kQuantizedState);
-  RowQuantizer<Level> h_full(k, projected ? B : 0, H, workers, Pack::kQuantizedHidden);
-  // The worker that runs block jb of n (run_rounds gives worker w blocks
-  // [n*w/workers, n*(w+1)/workers)): the last one whose range starts at or before jb.
-  auto worker_of = [&](int64_t n, int64_t jb) { return ((jb + 1) * workers - 1) / n; };
-  std::vector<char> begun(static_cast<size_t>(workers), 0);  // begin_thread called
-  run_rounds(
-      T_ * rounds, workers, [&](int64_t it) { return round_blocks[it % rounds]; },
-      [&](int64_t it, int64_t jb) {
-        const int64_t s = it / rounds, t = step_of(T_, reverse, s);
-        const float* h_prev = state[s & 1];
-        float* h_next = state[(s + 1) & 1];
-        const int64_t w = worker_of(round_blocks[it % rounds], jb);
-        if (it % rounds == 0) {
-          const int64_t t0 = chunk_first_step(T_, C, reverse, s);
-          if (s % C == 0) {
-            k.projection(chunk_args, input.view(0, t0 * B), ih_panels, 0,
-                         (std::min(T_, s + C) - s) * B, jb);
-          }
-          Args step = a;
-          step.gx_t0 = t0;
-          kernel(step, state_rows.view(w), hh_panels, t, h_prev, h_next, jb);
-        } else {
-          k.lstm_project(project_args, h_full.view(w), hr_panels, t, h_prev, h_next, jb);
-        }
-      },
-      [&](int64_t it, int64_t w) {
-        if (k.begin_thread && !begun[w]) {
-          k.begin_thread();
-          begun[w] = 1;
-        }
-        if (it % rounds == 0) {
-          state_rows.quantize_all(state[(it / rounds) & 1], w);
-        } else {
-          h_full.quantize_all(projected->h_full, w);
-        }
-      });
-  if ((T_ & 1) && B * K > 0) std::memcpy(h, state[1], sizeof(float) * B * K);
-}
-
-// run_quantized with the levels of the kernels `k`.
+// The layer's step loop with the levels of the kernels `k`.
 template <typename Args, typename Kernel>
 void run_layer(const QuantizedKernels& k, int64_t T_, int64_t B, int64_t H, int64_t K,
                int64_t gates, int64_t U, bool reverse, const float* x, int64_t I,
                Int8Matrix w_ih, const float* bias, Int8Matrix w_hh, float* h, Args a,
                Kernel kernel, const QuantizedProjection* projected = nullptr) {
   if (k.depth == 4) {
-    run_quantized<uint8_t>(k, T_, B, H, K, gates, U, reverse, x, I, w_ih, bias, w_hh, h, a,
-                           kernel, projected);
+    run_low_precision<Int8Kind<uint8_t>>(k, T_, B, H, K, gates, U, reverse, x, I, w_ih, bias,
+                                         w_hh, h, a, kernel, projected);
   } else {
-    run_quantized<int16_t>(k, T_, B, H, K, gates, U, reverse, x, I, w_ih, bias, w_hh, h, a,
-                           kernel, projected);
+    run_low_precision<Int8Kind<int16_t>>(k, T_, B, H, K, gates, U, reverse, x, I, w_ih, bias,
+                                         w_hh, h, a, kernel, projected);
   }
 }
 

@@ -8,6 +8,7 @@
 #include "../cell_adapters.h"
 #include "cell_ops_cpu.h"
 #include "rnnkit/no_autocast.h"
+#include "bf16_path.h"
 #include "fast_path.h"
 #include "layer_ops_cpu.h"
 
@@ -105,6 +106,12 @@ TORCH_LIBRARY_FRAGMENT(rnnkit, m) {
   // The instruction set of the CPU kernels a layer call would use now
   // ("avx512", "avx2" or "generic"; see csrc/cpu/fast_path.h): for tests.
   m.def("_cpu_isa() -> str", [] { return std::string(rnnkit::cpu::fast::selected_name()); });
+  // The kernels of the bfloat16 layers now ("avx512_bf16"), or "" where bfloat16
+  // layers compute on the float kernels (see csrc/cpu/bf16_path.h): for tests.
+  m.def("_cpu_bf16_isa() -> str", [] {
+    const rnnkit::cpu::fast::Bf16Kernels* k = rnnkit::cpu::fast::bf16_select();
+    return std::string(k ? k->name : "");
+  });
   // The FMA peak of those kernels on the current threads, GFLOP/s (0 for "generic"):
   // for the benchmarks.
   m.def("_cpu_fma_peak(float seconds=0.5) -> float",

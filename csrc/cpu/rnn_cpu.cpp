@@ -6,6 +6,7 @@
 #include <ATen/ops/empty.h>
 #include <ATen/ops/mm.h>
 
+#include "bf16_layers.h"
 #include "cpu_common.h"
 #include "fast_path.h"
 #include "layer_ops_cpu.h"
@@ -108,6 +109,9 @@ std::tuple<Tensor, Tensor, Tensor> rnn_layer(
   const std::vector<int64_t> len = sequence_lengths(lengths, B, T);
   if (one_step::applies(T, B, H, len, false)) {
     return one_step::rnn(input, h0, w_ih, w_hh, b_ih, b_hh, relu);
+  }
+  if (auto bf16 = rnn_layer_bf16(sz, input, len, h0, w_ih, w_hh, b_ih, b_hh, reverse, relu)) {
+    return *bf16;
   }
 
   const Tensor x = prepare(input, ct);

@@ -6,6 +6,7 @@
 
 #include "bf16_path.h"
 #include "cpu_common.h"
+#include "fast_path.h"
 
 namespace rnnkit {
 namespace cpu {
@@ -28,11 +29,6 @@ Tensor contiguous_bf16(const Tensor& t) { return prepare(t, at::kBFloat16); }
 
 Tensor floats_of(const Tensor& t) { return t.to(at::kFloat, false, /*copy=*/true).contiguous(); }
 
-Tensor empty_floats(at::IntArrayRef sizes) {
-  Tensor t = at::empty(sizes, at::TensorOptions().dtype(at::kFloat));
-  huge_pages(t);
-  return t;
-}
 
 }  // namespace
 
@@ -48,8 +44,8 @@ std::optional<std::tuple<Tensor, Tensor, Tensor, Tensor>> lstm_layer_bf16(
   const Tensor whr = sz.has_proj ? contiguous_bf16(*w_hr) : Tensor();
   const Tensor bias = sz.has_bias ? floats_of(*b_ih).add_(floats_of(*b_hh)) : Tensor();
   Tensor h = floats_of(h0), c = floats_of(c0);
-  Tensor output = empty_floats({T, B, P});
-  Tensor reserve = keep_reserve ? empty_floats({T, B, 5 * H}) : Tensor();
+  Tensor output = fast::kept_floats({T, B, P}, fast::Pack::kStagedOutput);
+  Tensor reserve = keep_reserve ? fast::kept_floats({T, B, 5 * H}, fast::Pack::kStagedReserve) : Tensor();
   fast::bf16_lstm_forward(*k, T, B, H, P, reverse, len.data(), bits(x), sz.I, bits(wih),
                           sz.has_bias ? bias.const_data_ptr<float>() : nullptr, bits(whh),
                           sz.has_proj ? bits(whr) : nullptr, h.mutable_data_ptr<float>(),
@@ -78,8 +74,8 @@ std::optional<std::tuple<Tensor, Tensor, Tensor>> gru_layer_bf16(
     bias_x.narrow(0, 0, 2 * H).add_(bhh.narrow(0, 0, 2 * H));
   }
   Tensor h = floats_of(h0);
-  Tensor output = empty_floats({T, B, H});
-  Tensor reserve = keep_reserve ? empty_floats({T, B, 4 * H}) : Tensor();
+  Tensor output = fast::kept_floats({T, B, H}, fast::Pack::kStagedOutput);
+  Tensor reserve = keep_reserve ? fast::kept_floats({T, B, 4 * H}, fast::Pack::kStagedReserve) : Tensor();
   fast::bf16_gru_forward(*k, T, B, H, reverse, len.data(), bits(x), sz.I, bits(wih),
                          sz.has_bias ? bias_x.const_data_ptr<float>() : nullptr, bits(whh),
                          sz.has_bias ? bhh.const_data_ptr<float>() + 2 * H : nullptr,
@@ -101,7 +97,7 @@ std::optional<std::tuple<Tensor, Tensor, Tensor>> rnn_layer_bf16(
                whh = contiguous_bf16(w_hh);
   const Tensor bias = sz.has_bias ? floats_of(*b_ih).add_(floats_of(*b_hh)) : Tensor();
   Tensor h = floats_of(h0);
-  Tensor output = empty_floats({T, B, H});
+  Tensor output = fast::kept_floats({T, B, H}, fast::Pack::kStagedOutput);
   fast::bf16_rnn_forward(*k, T, B, H, reverse, relu, len.data(), bits(x), sz.I, bits(wih),
                          sz.has_bias ? bias.const_data_ptr<float>() : nullptr, bits(whh),
                          h.mutable_data_ptr<float>(), output.mutable_data_ptr<float>());

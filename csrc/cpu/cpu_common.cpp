@@ -1,6 +1,7 @@
 // The shared pieces of the CPU layer drivers (see cpu_common.h).
 
 #include "cpu_common.h"
+#include "bf16_path.h"
 #include "../transposed_product.h"
 
 #include <ATen/ops/addmm.h>
@@ -20,6 +21,10 @@ namespace cpu {
 
 at::ScalarType compute_dtype(at::ScalarType dtype) {
   return (dtype == at::kHalf || dtype == at::kBFloat16) ? at::kFloat : dtype;
+}
+
+at::ScalarType products_dtype(at::ScalarType dtype) {
+  return dtype == at::kBFloat16 && fast::bf16_select() ? dtype : compute_dtype(dtype);
 }
 
 at::Tensor prepare(const at::Tensor& t, at::ScalarType compute) {

@@ -19,6 +19,12 @@ namespace cpu {
 // their own dtype), otherwise the dtype itself.
 at::ScalarType compute_dtype(at::ScalarType dtype);
 
+// The dtype of a backward's whole-sequence products (dW_hh, dW_ih, dx): bfloat16 for
+// a bfloat16 layer where the bfloat16 kernels run (bf16_path.h: the CPU multiplies
+// bfloat16 natively, and ATen's bfloat16 GEMMs, oneDNN's, run about twice as fast as
+// float32 ones: benchmarks/results/2026-12-04-cpu-zen4.md), else compute_dtype.
+at::ScalarType products_dtype(at::ScalarType dtype);
+
 // A contiguous tensor of dtype `compute`: `t` itself (no dispatch) when it already is one.
 at::Tensor prepare(const at::Tensor& t, at::ScalarType compute);
 // As above; an undefined tensor for an absent optional.

@@ -239,6 +239,12 @@ template at::Tensor kept_memory<double>(int64_t, Pack);
 template at::Tensor kept_memory<int16_t>(int64_t, Pack);
 template at::Tensor kept_memory<uint8_t>(int64_t, Pack);
 
+at::Tensor kept_floats(at::IntArrayRef sizes, Pack kind) {
+  int64_t n = 1;
+  for (const int64_t s : sizes) n *= s;
+  return kept_memory<float>(std::max<int64_t>(1, n), kind).narrow(0, 0, n).view(sizes);
+}
+
 template <typename T>
 at::Tensor pack_panels(const T* src, int64_t gates, int64_t H, int64_t K, int64_t gate_stride,
                        int64_t unit_stride, int64_t k_stride, int64_t U, Pack kind) {

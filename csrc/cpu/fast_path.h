@@ -87,6 +87,11 @@ enum class Pack : int {
   kQuantizedInput,  // the int8 layers' quantized operands (quantized_path.cpp)
   kQuantizedState,
   kQuantizedHidden,
+  // The float32 buffers of a bfloat16 layer call that are rounded into its results
+  // or come from its arguments (bf16_layers.cpp, the backward of the layers).
+  kStagedOutput,
+  kStagedReserve,
+  kStagedGates,
   kCount
 };
 
@@ -110,6 +115,13 @@ inline int64_t chunk_first_step(int64_t T_, int64_t C, bool reverse, int64_t s) 
 // same kind (see fast_path.cpp), a small one from the allocator.
 template <typename T>
 at::Tensor kept_memory(int64_t n, Pack kind);
+
+// A float32 tensor of `sizes` in kept memory of `kind`, for the buffers of a bfloat16
+// layer call that its results are rounded from or its arguments widened into: fresh
+// memory would cost a page fault per page at first touch, inside the step loop (LSTM
+// T=100 B=64 H=512: 75 ms of system time for a 64 MB reserve, more than the 66 ms of
+// the forward without it, on a 2-core Zen 4).
+at::Tensor kept_floats(at::IntArrayRef sizes, Pack kind);
 
 // Panels of U units for `gates` gates (fast_kernels.h): element (g, j, k) of the
 // source is src[g*gate_stride + j*unit_stride + k*k_stride], for units j < H. A large

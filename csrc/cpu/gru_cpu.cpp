@@ -211,12 +211,20 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_layer_backward(
   const fast::Kernels* fk = fast::select();
   Tensor gout_copy;  // the fast path reads grad_output in place when it can
   const Tensor gout = fk ? Tensor() : prepare(grad_output, ct);
-  const Tensor res = prepare(reserve, ct);
-  const Tensor x = prepare(input, ct), out = prepare(output, ct), h0c = prepare(h0, ct);
-  const Tensor wih = prepare(w_ih, ct), whh = prepare(w_hh, ct);
+  const Tensor out = prepare(output, ct), h0c = prepare(h0, ct);
+  // The whole-sequence products in products_dtype (cpu_common.h): x and W_ih serve
+  // only them.
+  const auto pt = products_dtype(dtype);
+  const Tensor x = prepare(input, pt), wih = prepare(w_ih, pt), whh = prepare(w_hh, ct);
+  // A 16-bit reserve widened into kept memory (fast_path.h), not fresh memory.
+  const Tensor res = dtype != ct ? fast::kept_floats(reserve.sizes(), fast::Pack::kStagedReserve)
+                                       .copy_(reserve)
+                                 : prepare(reserve, ct);
 
   Tensor dh = grad_h_n.to(ct, false, true).contiguous();
-  Tensor dgates = at::empty({T, B, 4 * H}, opts);
+  // A float32 buffer in kept memory when the products take a bfloat16 copy of it.
+  Tensor dgates = pt != ct ? fast::kept_floats({T, B, 4 * H}, fast::Pack::kStagedGates)
+                           : at::empty({T, B, 4 * H}, opts);
   huge_pages(dgates);
 
   if (fk) {
@@ -240,24 +248,27 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_layer_backward(
     });
   }
 
-  const Tensor dg = dgates.view({T * B, 4 * H});
+  Tensor db_ih = input.new_empty({0}), db_hh = input.new_empty({0});
+  if (sz.has_bias) {  // summed in the compute dtype
+    const Tensor sums = dgates.view({T * B, 4 * H}).sum(0);
+    db_hh = sums.narrow(0, 0, 3 * H).to(dtype);
+    db_ih = at::cat({sums.narrow(0, 0, 2 * H), sums.narrow(0, 3 * H, H)}, 0).to(dtype);
+  }
+  gout_copy = Tensor();
+  const Tensor dg = prepare(dgates, pt).view({T * B, 4 * H});
+  dgates = Tensor();
   const Tensor dg_h = dg.narrow(1, 0, 3 * H);   // of h · W_hhᵀ + b_hh
   const Tensor dg_rz = dg.narrow(1, 0, 2 * H);  // of the r, z columns of x · W_ihᵀ + b_ih
   const Tensor dg_xn = dg.narrow(1, 3 * H, H);  // of the n columns of x · W_ihᵀ + b_ih
   const Tensor x2d = x.view({T * B, I});
-  Tensor dw_ih = at::empty({3 * H, I}, opts);
+  Tensor dw_ih = at::empty({3 * H, I}, opts.dtype(pt));
   {
     Tensor rz = dw_ih.narrow(0, 0, 2 * H), n = dw_ih.narrow(0, 2 * H, H);
     transposed_product_out(rz, dg_rz, x2d);
     transposed_product_out(n, dg_xn, x2d);
   }
-  gout_copy = Tensor();
-  const Tensor dw_hh = hidden_weight_grad(dg_h, out, h0c, len, reverse);
-  Tensor db_ih = input.new_empty({0}), db_hh = input.new_empty({0});
-  if (sz.has_bias) {
-    db_hh = dg_h.sum(0).to(dtype);
-    db_ih = at::cat({dg_rz.sum(0), dg_xn.sum(0)}, 0).to(dtype);
-  }
+  const Tensor dw_hh = hidden_weight_grad(dg_h, pt == ct ? out : prepare(output, pt),
+                                          pt == ct ? h0c : prepare(h0, pt), len, reverse);
   // Last: it overwrites dgates.
   Tensor dx = input.new_empty({0});
   if (input_grad) {

@@ -285,14 +285,22 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_
   const fast::Kernels* fk = sz.has_proj ? nullptr : fast::select();
   Tensor gout_copy;  // the fast path reads grad_output in place when it can
   const Tensor gout = fk ? Tensor() : prepare(grad_output, ct);
-  const Tensor res = prepare(reserve, ct);
-  const Tensor x = prepare(input, ct), out = prepare(output, ct);
-  const Tensor h0c = prepare(h0, ct), c0c = prepare(c0, ct);
-  const Tensor wih = prepare(w_ih, ct), whh = prepare(w_hh, ct), whr = prepare(w_hr, ct);
+  // The whole-sequence products in products_dtype (cpu_common.h): x, the output, h0
+  // and W_ih serve only them.
+  const auto pt = products_dtype(dtype);
+  const Tensor x = prepare(input, pt), out = prepare(output, pt);
+  // A 16-bit reserve widened into kept memory (fast_path.h), not fresh memory.
+  const Tensor res = dtype != ct ? fast::kept_floats(reserve.sizes(), fast::Pack::kStagedReserve)
+                                       .copy_(reserve)
+                                 : prepare(reserve, ct);
+  const Tensor h0p = prepare(h0, pt), c0c = prepare(c0, ct);
+  const Tensor wih = prepare(w_ih, pt), whh = prepare(w_hh, ct), whr = prepare(w_hr, ct);
 
   Tensor dh = grad_h_n.to(ct, false, true).contiguous();
   Tensor dc = grad_c_n.to(ct, false, true).contiguous();
-  Tensor dgates = at::empty({T, B, 4 * H}, opts);
+  // A float32 buffer in kept memory when the products take a bfloat16 copy of it.
+  Tensor dgates = pt != ct ? fast::kept_floats({T, B, 4 * H}, fast::Pack::kStagedGates)
+                           : at::empty({T, B, 4 * H}, opts);
   huge_pages(dgates);
   Tensor dy = sz.has_proj ? at::empty({T, B, P}, opts) : Tensor();
   Tensor dh_full = sz.has_proj ? at::empty({B, H}, opts) : Tensor();
@@ -322,15 +330,16 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_
 
   // Whole-sequence weight gradients: GEMMs over all T*B rows at once.
   gout_copy = Tensor();
-  const Tensor dg = dgates.view({T * B, 4 * H});
-  const Tensor dw_hh = hidden_weight_grad(dg, out, h0c, len, reverse);
-  const Tensor dw_ih = transposed_product(dg, x.view({T * B, I}));
   Tensor db_ih = input.new_empty({0}), db_hh = input.new_empty({0});
-  if (sz.has_bias) {
-    const Tensor db = dg.sum(0);
+  if (sz.has_bias) {  // summed in the compute dtype
+    const Tensor db = dgates.view({T * B, 4 * H}).sum(0);
     db_ih = db.to(dtype, false, /*copy=*/true);
     db_hh = db.to(dtype, false, /*copy=*/true);
   }
+  const Tensor dg = prepare(dgates, pt).view({T * B, 4 * H});
+  dgates = Tensor();
+  const Tensor dw_hh = hidden_weight_grad(dg, out, h0p, len, reverse);
+  const Tensor dw_ih = transposed_product(dg, x.view({T * B, I}));
   // Last: it overwrites dgates.
   Tensor dx = input.new_empty({0});
   if (input_grad) {

@@ -170,11 +170,16 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> rnn_layer_backward(
   Tensor gout_copy;  // the fast path reads grad_output in place when it can
   const Tensor gout = fk ? Tensor() : prepare(grad_output, ct);
   const Tensor out = prepare(output, ct);
-  const Tensor x = prepare(input, ct), h0c = prepare(h0, ct);
-  const Tensor wih = prepare(w_ih, ct), whh = prepare(w_hh, ct);
+  // The whole-sequence products in products_dtype (cpu_common.h): x, h0 and W_ih
+  // serve only them.
+  const auto pt = products_dtype(dtype);
+  const Tensor x = prepare(input, pt), h0p = prepare(h0, pt), wih = prepare(w_ih, pt);
+  const Tensor whh = prepare(w_hh, ct);
 
   Tensor dh = grad_h_n.to(ct, false, true).contiguous();
-  Tensor dpre = at::empty({T, B, H}, opts);
+  // A float32 buffer in kept memory when the products take a bfloat16 copy of it.
+  Tensor dpre = pt != ct ? fast::kept_floats({T, B, H}, fast::Pack::kStagedGates)
+                         : at::empty({T, B, H}, opts);
   huge_pages(dpre);
 
   if (fk) {
@@ -196,16 +201,18 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> rnn_layer_backward(
     });
   }
 
-  const Tensor dg = dpre.view({T * B, H});
-  gout_copy = Tensor();
-  const Tensor dw_hh = hidden_weight_grad(dg, out, h0c, len, reverse);
-  const Tensor dw_ih = transposed_product(dg, x.view({T * B, I}));
   Tensor db_ih = input.new_empty({0}), db_hh = input.new_empty({0});
-  if (sz.has_bias) {
-    const Tensor db = dg.sum(0);
+  if (sz.has_bias) {  // summed in the compute dtype
+    const Tensor db = dpre.view({T * B, H}).sum(0);
     db_ih = db.to(dtype, false, /*copy=*/true);
     db_hh = db.to(dtype, false, /*copy=*/true);
   }
+  const Tensor dg = prepare(dpre, pt).view({T * B, H});
+  dpre = Tensor();
+  gout_copy = Tensor();
+  const Tensor dw_hh =
+      hidden_weight_grad(dg, pt == ct ? out : prepare(output, pt), h0p, len, reverse);
+  const Tensor dw_ih = transposed_product(dg, x.view({T * B, I}));
   // Last: it overwrites dpre.
   Tensor dx = input.new_empty({0});
   if (input_grad) {

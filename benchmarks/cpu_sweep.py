@@ -69,7 +69,8 @@ KEY = [dict(module="LSTM", B=1, H=128), dict(module="LSTM", B=8, H=256),
                                               bidirectional=True),
        dict(module="LSTM", B=8, H=512, proj_size=128),
        dict(module="LSTM", B=8, H=256, dtype="float64"), dict(module="GRU", B=64, H=512),
-       dict(module="RNN", B=8, H=256)]
+       dict(module="RNN", B=8, H=256), dict(module="LSTM", B=8, H=256, dtype="bfloat16"),
+       dict(module="LSTM", B=64, H=512, dtype="bfloat16")]
 
 
 def key_cases() -> list[Case]:
@@ -118,10 +119,19 @@ def sample(cases: list[Case], count: int, max_gflop: float, seed: int) -> list[C
     return sorted(rng.sample(small, min(count, len(small))), key=lambda c: gflop(c))
 
 
-def _row(result, peak: float) -> dict:
+def dtype_peak(peak: float, dtype: str, bf16_kernels: bool) -> float:
+    """The peak of a dtype from the float32 FMA peak: half for float64; twice for
+    bfloat16 where the bfloat16 kernels run (vdpbf16ps: two multiply-adds per lane
+    and instruction), else the float32 one (bfloat16 layers then compute in float32)."""
+    if dtype == "float64":
+        return peak / 2
+    return 2 * peak if dtype == "bfloat16" and bf16_kernels else peak
+
+
+def _row(result, peak: float, bf16_kernels: bool = False) -> dict:
     case = result.case
     rate = gflop(case) / result.rnnkit_median if result.rnnkit_s else float("nan")
-    case_peak = peak / 2 if case.dtype == "float64" else peak
+    case_peak = dtype_peak(peak, case.dtype, bf16_kernels)
     return dict(label=case.describe(), mode=case.mode, size=str(case.size),
                 torch_ms=result.torch_median * 1e3, rnnkit_ms=result.rnnkit_median * 1e3,
                 ratio=result.ratio, gflops=rate,
@@ -135,7 +145,8 @@ def _markdown(rows: list[dict], info: dict, summary: str, command: str, sort: bo
              f"- machine: {info['cpu_model']}, {info['cpu_count']} CPUs, "
              f"{info['threads']} threads; rnnkit kernels: {info['isa']}; ONEDNN_MAX_CPU_ISA={info['onednn_isa']}",
              f"- measured float32 FMA peak of those kernels on these threads: "
-             f"{info['peak']:.0f} GFLOP/s",
+             f"{info['peak']:.0f} GFLOP/s; bfloat16 kernels: {info['bf16'] or 'none'} "
+             f"(their peak: {'twice' if info['bf16'] else 'the float32'} one)",
              f"- torch {info['torch']}, Python {info['python']}, commit {info['git_commit']}, "
              f"load average at start {info['load_average']}",
              f"- {summary}", "",
@@ -181,7 +192,8 @@ def main(argv=None) -> int:
     isa = torch.ops.rnnkit._cpu_isa()
     peak = torch.ops.rnnkit._cpu_fma_peak(1.0)
     info = machine_info("cpu")
-    info.update(cpu_model=cpu_model(), isa=isa,
+    bf16 = torch.ops.rnnkit._cpu_bf16_isa()
+    info.update(cpu_model=cpu_model(), isa=isa, bf16=bf16,
                 onednn_isa=os.environ.get("ONEDNN_MAX_CPU_ISA", "(default)"), peak=peak)
     print(f"{len(cases)} cases; rnnkit kernels {isa}, FMA peak {peak:.0f} GFLOP/s on "
           f"{torch.get_num_threads()} threads", file=sys.stderr)
@@ -191,7 +203,7 @@ def main(argv=None) -> int:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the reference fallback's notes; the path column says it
         for k, case in enumerate(cases, 1):
-            row = _row(run_case(case, budget_s=args.budget), peak)
+            row = _row(run_case(case, budget_s=args.budget), peak, bool(bf16))
             rows.append(row)
             print(f"[{k}/{len(cases)}] {row['label']:32s} {row['mode']:5s} {row['size']:16s} "
                   f"ratio {row['ratio']:5.2f}  {row['gflops']:6.1f} GFLOP/s "

@@ -4,6 +4,7 @@ gradient of rnnkit against torch.nn run on the same data."""
 
 from __future__ import annotations
 
+import contextlib
 import random
 
 import pytest
@@ -12,6 +13,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
 import rnnkit
+from rnnkit import reference
 
 # A test parametrized over DEVICES runs on the CPU everywhere and on CUDA where a GPU is.
 ON_CUDA = [pytest.mark.cuda,
@@ -276,3 +278,30 @@ def partial_index(n, r, stride):
     """partial_index of rnnkit/persistent_plan.h: where the persistent kernel keeps the
     partial sum of (row r, batch column n) of one K-warp (n, r: ints or integer arrays)."""
     return n * stride + (r ^ (((n >> 2) & 1) << 3))
+
+
+@contextlib.contextmanager
+def bf16_product_operands(enabled: bool = True):
+    """rnnkit.reference as the bfloat16 kernels compute (csrc/cpu/bf16_kernels.h): the
+    first operand of every product (the input, the running state, an LSTM's h_full)
+    rounded to bfloat16, in the reference's own dtype otherwise; gradients pass
+    straight through the rounding. Patches torch.nn.functional.linear, which the
+    reference's products call, for the duration."""
+    if not enabled:
+        yield
+        return
+    linear = reference.F.linear
+
+    def rounded(x, w, b=None):
+        return linear(x.to(torch.bfloat16).to(x.dtype), w, b)
+
+    reference.F.linear = rounded
+    try:
+        yield
+    finally:
+        reference.F.linear = linear
+
+
+def bf16_kernels_run() -> bool:
+    """Whether bfloat16 CPU layers run the bfloat16 kernels now (else float32 ones)."""
+    return bool(torch.ops.rnnkit._cpu_bf16_isa())

@@ -17,9 +17,9 @@ import random
 
 import pytest
 import torch
-import torch.nn.functional as F
 
-from rnnkit import _extension, reference
+from helpers import bf16_product_operands
+from rnnkit import _extension
 from test_cpu_kernels import CELLS, Case, _fresh_seed
 
 pytestmark = pytest.mark.skipif(not _extension.loaded(),
@@ -52,17 +52,10 @@ def _double(args):
                  for a in args)
 
 
-def _spec(case, monkeypatch, fn=None, args=None):
+def _spec(case, fn=None, args=None):
     """The float64 reference (fn, by default the forward, on args, by default the
-    forward's) with each product's first operand rounded to bfloat16; its gradients
-    pass through the rounding."""
-    linear = F.linear
-
-    def rounded(x, w, b=None):
-        return linear(x.to(BF16).double(), w, b)
-
-    with monkeypatch.context() as m:
-        m.setattr(reference.F, "linear", rounded)
+    forward's) with each product's first operand rounded to bfloat16."""
+    with bf16_product_operands():
         return (fn or case.reference)(*_double(args if args is not None else case.args()))
 
 
@@ -81,11 +74,11 @@ def _case(cell, rng, **kw):
     return Case(cell, **args)
 
 
-def _check(case, seed, monkeypatch):
+def _check(case, seed):
     what = case.describe(seed)
     with torch.no_grad():
         got = case.op(*case.args())
-        want = _spec(case, monkeypatch)
+        want = _spec(case)
     for k, (g, w) in enumerate(zip(got, want)):
         assert g.dtype == BF16, what
         torch.testing.assert_close(g.double(), w, atol=ATOL, rtol=RTOL,
@@ -108,7 +101,7 @@ def test_matches_the_rounded_reference(kernels, cell, monkeypatch):
     rng = random.Random(seed)
     torch.manual_seed(seed)
     for _ in range(10):
-        _check(_case(cell, rng), seed, monkeypatch)
+        _check(_case(cell, rng), seed)
 
 
 @pytest.mark.parametrize("cell", CELLS)
@@ -130,7 +123,7 @@ def test_edges(kernels, cell, monkeypatch):
     if cell == "lstm":
         cases.append(_case(cell, rng, B=5, H=200, P=77, T=4, I=15))
     for case in cases:
-        _check(case, seed, monkeypatch)
+        _check(case, seed)
 
 
 @pytest.mark.parametrize("cell", CELLS)
@@ -153,7 +146,7 @@ def test_weights_at_odd_offsets(kernels, monkeypatch):
         shifted = storage[1:].view_as(w)
         shifted.copy_(w)
         setattr(case, name, shifted)
-    _check(case, seed, monkeypatch)
+    _check(case, seed)
 
 
 @pytest.mark.parametrize("cell", CELLS)
@@ -187,8 +180,7 @@ def test_training_gradients(kernels, cell, monkeypatch):
     got = case.op(*case.args())
     grads = case.output_grads(got)
     got_grads = case.backward_op(*case.backward_args(grads, got))
-    want_grads = _spec(case, monkeypatch, case.reference_backward,
-                       case.backward_args(grads, got))
+    want_grads = _spec(case, case.reference_backward, case.backward_args(grads, got))
     for k, (g, w) in enumerate(zip(got_grads, want_grads)):
         assert g.dtype == BF16
         scale = max(1.0, w.abs().max().item()) if w.numel() else 1.0

@@ -29,6 +29,31 @@ namespace fast {
 // The units of a block of the plain (one-gate) panels: kPlainVectors vectors.
 constexpr int kPlainVectors = 4;
 
+// One past the last of the B sequences (lengths len) for which step t is real: the
+// rows after it are padded at step t. The sequences of a PackedSequence come longest
+// first, so there all of its padded rows are: a step computes only its first
+// live_rows rows, as torch.nn's batch sizes do.
+inline int64_t live_rows(const int64_t* len, int64_t B, int64_t t) {
+  int64_t live = B;
+  while (live > 0 && t >= len[live - 1]) --live;
+  return live;
+}
+
+// Calls project(r0, r1) for runs of rows that cover the real rows of the n steps
+// t0, t0 + 1, ... (of B rows each, one after the other): one run over all of them when
+// no row is padded, the rows after each step's live_rows left out otherwise.
+template <typename Fn>
+void live_row_runs(const int64_t* len, int64_t B, int64_t t0, int64_t n, const Fn& project) {
+  int64_t begin = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t live = live_rows(len, B, t0 + i);
+    if (live == B) continue;
+    if (i * B + live > begin) project(begin, i * B + live);
+    begin = (i + 1) * B;
+  }
+  if (n * B > begin) project(begin, n * B);
+}
+
 template <typename T>
 struct LstmForwardArgsOf {
   int64_t B, H;

@@ -231,6 +231,21 @@ struct RowBlocks {
   int rows(int64_t i) const { return static_cast<int>(begin(i + 1) - begin(i)); }
 };
 
+// The rows of one forward step: row blocks of at most MR rows over [0, live_rows)
+// (fast_kernels.h), then one block of the rows after them, all padded, which need
+// no product.
+struct StepRows {
+  RowBlocks blocks;
+  int64_t live, B;
+  StepRows(const int64_t* len, int64_t B_, int64_t t, int MR)
+      : blocks(live_rows(len, B_, t), MR), live(blocks.B), B(B_) {}
+  int64_t count() const { return blocks.count + (live < B ? 1 : 0); }
+  // Whether block i is the padded one after the live rows.
+  bool padded(int64_t i) const { return i == blocks.count; }
+  int64_t begin(int64_t i) const { return padded(i) ? live : blocks.begin(i); }
+  int64_t rows(int64_t i) const { return padded(i) ? B - live : blocks.rows(i); }
+};
+
 // The largest tile a kernel stores, in elements: its rows of PV vectors.
 template <typename L, int PV>
 constexpr int tile_size() {
@@ -329,12 +344,11 @@ RNNKIT_TARGET static inline void lstm_step(const LstmForwardArgsOf<typename L::T
   const int64_t j = block * w;
   const int n = L::valid_at(H, j);
   alignas(64) T tile[tile_size<L, 4>()];
-  const RowBlocks rows(B, product.MR);
-  for (int64_t ib = 0; ib < rows.count; ++ib) {
-    const int64_t b0 = rows.begin(ib);
-    const int m = rows.rows(ib);
-    product(b0, m, tile);
-    for (int i = 0; i < m; ++i) {
+  const StepRows rows(a.len, B, t, product.MR);
+  for (int64_t ib = 0; ib < rows.count(); ++ib) {
+    const int64_t b0 = rows.begin(ib), m = rows.rows(ib);
+    if (!rows.padded(ib)) product(b0, static_cast<int>(m), tile);
+    for (int64_t i = 0; i < m; ++i) {
       const int64_t b = b0 + i, row = t * B + b;
       T* res = a.reserve ? a.reserve + row * 5 * H + j : nullptr;
       if (t >= a.len[b]) {  // padded: zeros out, the state carries over
@@ -397,12 +411,11 @@ RNNKIT_TARGET static inline void gru_step(const GruForwardArgsOf<typename L::T>&
   const int n = L::valid_at(H, j);
   const V b_hn = a.b_hn ? L::load(a.b_hn + j, n) : V(L::zero());
   alignas(64) T tile[tile_size<L, 3>()];
-  const RowBlocks rows(B, TileShape<3>::rows);
-  for (int64_t ib = 0; ib < rows.count; ++ib) {
-    const int64_t b0 = rows.begin(ib);
-    const int m = rows.rows(ib);
-    product(b0, m, tile);
-    for (int i = 0; i < m; ++i) {
+  const StepRows rows(a.len, B, t, TileShape<3>::rows);
+  for (int64_t ib = 0; ib < rows.count(); ++ib) {
+    const int64_t b0 = rows.begin(ib), m = rows.rows(ib);
+    if (!rows.padded(ib)) product(b0, static_cast<int>(m), tile);
+    for (int64_t i = 0; i < m; ++i) {
       const int64_t b = b0 + i, row = t * B + b;
       T* res = a.reserve ? a.reserve + row * 4 * H + j : nullptr;
       T* out = a.out + row * H + j;
@@ -461,12 +474,11 @@ RNNKIT_TARGET static inline void plain_step(int64_t B, int64_t N, const Product&
   constexpr int w = L::kWidth;
   const int64_t j0 = block * NV * w;
   alignas(64) T tile[tile_size<L, NV>()];
-  const RowBlocks rows(B, TileShape<NV>::rows);
-  for (int64_t ib = 0; ib < rows.count; ++ib) {
-    const int64_t b0 = rows.begin(ib);
-    const int m = rows.rows(ib);
-    product(b0, m, tile);
-    for (int i = 0; i < m; ++i) {
+  const StepRows rows(len, B, t, TileShape<NV>::rows);
+  for (int64_t ib = 0; ib < rows.count(); ++ib) {
+    const int64_t b0 = rows.begin(ib), m = rows.rows(ib);
+    if (!rows.padded(ib)) product(b0, static_cast<int>(m), tile);
+    for (int64_t i = 0; i < m; ++i) {
       const int64_t b = b0 + i, row = t * B + b;
       const bool padded = t >= len[b];
       for (int v = 0; v < NV; ++v) {
@@ -601,14 +613,17 @@ RNNKIT_TARGET static inline void backward_block(int64_t B, int64_t H, int64_t K,
   // As PanelProduct does: each row block prefetches its share of the next panel.
   const T* next =
       rows.count >= 2 ? next_panel(panel, size, block, (H + NV * w - 1) / (NV * w)) : nullptr;
+  // The rows after step t_prev's live_rows add nothing (fast_kernels.h).
+  const int64_t live = t_prev >= 0 ? live_rows(len, B, t_prev) : 0;
   for (int64_t ib = 0; ib < rows.count; ++ib) {
     const int64_t b0 = rows.begin(ib);
     const int m = rows.rows(ib);
-    if (t_prev >= 0) {
-      const Share share(next, size * int64_t{sizeof(T)}, b0, m, B);
-      panel_product<L, NV>(m, K, dg + (t_prev * B + b0) * ld, ld, panel, tile, share.p,
+    const int mp = live <= b0 ? 0 : (live - b0 < m ? static_cast<int>(live - b0) : m);
+    if (mp > 0) {
+      const Share share(next, size * int64_t{sizeof(T)}, b0, mp, B);
+      panel_product<L, NV>(mp, K, dg + (t_prev * B + b0) * ld, ld, panel, tile, share.p,
                            share.bytes);
-      add_product<L>(tile, b0, m, t_prev, len, H, j0, dh);
+      add_product<L>(tile, b0, mp, t_prev, len, H, j0, dh);
     }
     if (t < 0) continue;
     for (int i = 0; i < m; ++i) {

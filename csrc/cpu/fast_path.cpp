@@ -300,14 +300,18 @@ template <typename T>
 struct InputChunks {
   int64_t T_, B, C;
   bool reverse;
+  const int64_t* len;
   ProjectionArgsOf<T> base;  // x: the whole input; y: the chunk buffer
 
   int64_t first_t(int64_t s) const { return chunk_first_step(T_, C, reverse, s); }
+  // The real rows only (live_row_runs): the cell kernels read no other.
   void project(const LayerKernels<T>& k, int64_t s, int64_t block) const {
     if (s % C != 0) return;
     ProjectionArgsOf<T> p = base;
-    p.x = base.x + first_t(s) * B * base.K;
-    k.projection(p, 0, (std::min(T_, s + C) - s) * B, block);
+    const int64_t t0 = first_t(s);
+    p.x = base.x + t0 * B * base.K;
+    live_row_runs(len, B, t0, std::min(T_, s + C) - s,
+                  [&](int64_t r0, int64_t r1) { k.projection(p, r0, r1, block); });
   }
 };
 
@@ -337,7 +341,7 @@ void run_forward(const LayerKernels<T>& k, int64_t T_, int64_t B, int64_t H, int
   const int64_t C = input_chunk_steps(T_, B);
   const at::Tensor chunk =
       kept_memory<T>(std::max<int64_t>(1, C * B * gates * H), Pack::kInputChunk);
-  const InputChunks<T> in{T_, B, C, reverse,
+  const InputChunks<T> in{T_, B, C, reverse, a.len,
                           ProjectionArgsOf<T>{gates * H, I, H, static_cast<int>(gates),
                                               packed_ih.const_data_ptr<T>(), x, bias,
                                               chunk.mutable_data_ptr<T>()}};

@@ -108,9 +108,11 @@ void run_low_precision(const typename Kind::Kernels& k, int64_t T_, int64_t B, i
         const int64_t w = worker_of(round_blocks[it % rounds], jb);
         if (it % rounds == 0) {
           const int64_t t0 = chunk_first_step(T_, C, reverse, s);
-          if (s % C == 0) {
-            k.projection(chunk_args, input.view(0, t0 * B), ih_panels, 0,
-                         (std::min(T_, s + C) - s) * B, jb);
+          if (s % C == 0) {  // its real rows only, as the float drivers'
+            const auto rows = input.view(0, t0 * B);
+            live_row_runs(a.len, B, t0, std::min(T_, s + C) - s, [&](int64_t r0, int64_t r1) {
+              k.projection(chunk_args, rows, ih_panels, r0, r1, jb);
+            });
           }
           Args step = a;
           step.gx_t0 = t0;

@@ -127,6 +127,26 @@ def test_level_edges(level, cell, dtype):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("cell", CELLS)
+def test_lengths_longest_first(level, cell, dtype):
+    # A PackedSequence's order: each step multiplies only the rows up to its last real
+    # sequence, the input projection of a chunk only its real rows, and the backward
+    # only the rows real at the step before (fast_kernels.h, live_rows). Rows of one
+    # length, lengths of 0, ties across the row blocks' edges, both directions.
+    seed = _fresh_seed()
+    rng = random.Random(seed)
+    torch.manual_seed(seed)
+    for B, T in ((13, 7), (40, 30), (9, 3)):
+        lengths = sorted((rng.randint(0, T) for _ in range(B)), reverse=True)
+        lengths[0] = T
+        P = rng.randint(1, 20) if cell == "lstm" and rng.random() < 0.5 else None
+        for reverse in (False, True):
+            _check(_case(cell, rng, B=B, T=T, H=rng.choice([21, 33, 70]), P=P,
+                         I=rng.randint(1, 40), reverse=reverse, dtype=dtype,
+                         lengths=torch.tensor(lengths)), seed)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("cell", CELLS)
 def test_row_blocks_over_several_panels(level, cell, dtype):
     # Batches of two and more row blocks with several panels of units: each row block
     # prefetches its share of the next panel (PanelProduct, backward_block), and

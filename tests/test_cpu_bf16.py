@@ -207,3 +207,31 @@ def test_modules_as_close_to_float32_as_torch_nn(kernels, kind):
         ours_err = (ours(x)[0].float() - want).abs().max().item()
         torch_err = (ref(x)[0].float() - want).abs().max().item()
     assert ours_err <= 2 * torch_err + 2e-3, f"seed={seed}: {ours_err} vs torch.nn's {torch_err}"
+
+
+@pytest.mark.parametrize("kind", ["LSTMCell", "GRUCell", "RNNCell"])
+@pytest.mark.parametrize("B, H", [(64, 128), (2, 512)])
+def test_cells_with_large_products_as_close_as_torch_nn(kernels, kind, B, H):
+    # Products of 2M multiply-adds and weights of 512K elements run as bfloat16 GEMMs on
+    # the weights as they are (cell_cpu.cpp), rounded to bfloat16 as torch.nn's cells'.
+    seed = _fresh_seed()
+    torch.manual_seed(seed)
+    import rnnkit
+
+    ref = getattr(torch.nn, kind)(H, H).to(BF16)
+    ours = getattr(rnnkit, kind)(H, H).to(BF16)
+    ours.load_state_dict(ref.state_dict())
+    exact = getattr(torch.nn, kind)(H, H)
+    exact.load_state_dict({k: v.float() for k, v in ref.state_dict().items()})
+    x = torch.randn(B, H).to(BF16)
+    h = torch.randn(B, H).to(BF16)
+    state = (h, torch.randn(B, H).to(BF16)) if kind == "LSTMCell" else h
+    exact_state = tuple(s.float() for s in state) if kind == "LSTMCell" else h.float()
+    with torch.no_grad():
+        first = lambda out: out[0] if isinstance(out, tuple) else out  # noqa: E731
+        want = first(exact(x.float(), exact_state))
+        got = first(ours(x, state))
+        assert got.dtype == BF16
+        ours_err = (got.float() - want).abs().max().item()
+        torch_err = (first(ref(x, state)).float() - want).abs().max().item()
+    assert ours_err <= 2 * torch_err + 2e-3, f"seed={seed}: {ours_err} vs torch.nn's {torch_err}"

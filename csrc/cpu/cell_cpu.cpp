@@ -133,9 +133,30 @@ void small_product(const fast::Kernels& fk, const Tensor& x, const Tensor& w,
   });
 }
 
+// Whether a · wᵀ runs as ATen's bfloat16 GEMM on the bfloat16 operands as they are
+// (rounded to bfloat16, as torch.nn's bfloat16 cells' products are), rather than on
+// float32 copies: where the bfloat16 layers' products run in bfloat16 (products_dtype,
+// cpu_common.h), for weights of 512K elements and more or products of 2M multiply-adds
+// and more. A float32 copy of such weights at every call costs more than the step
+// (LSTMCell B=1 H=512: 770 us against torch.nn's 175 on a Zen 4; 174 so), while the
+// GEMM's call costs ~50 us, more than a small step in float32 with its copy
+// (LSTMCell B=1 H=256: 65 us so, 102 as a GEMM; benchmarks/results/2026-12-04-cpu-zen4.md).
+bool bf16_product(const Tensor& a, const Tensor& w) {
+  if (a.scalar_type() != at::kBFloat16 || w.scalar_type() != at::kBFloat16 ||
+      products_dtype(at::kBFloat16) != at::kBFloat16)
+    return false;
+  const int64_t weights = w.size(0) * w.size(1);
+  return weights >= (int64_t{1} << 19) || a.size(0) * weights >= (int64_t{1} << 21);
+}
+
 // a · wᵀ (+ bias), [B, N] in dtype ct: small_product where it applies, else cell_product.
 Tensor step_product(const fast::Kernels* fk, const Tensor& a, const Tensor& w,
                     const OptTensor& bias, at::ScalarType ct) {
+  if (bf16_product(a, w)) {
+    Tensor out = at::mm(a, w.t()).to(ct);
+    if (bias.has_value()) out.add_(*bias);
+    return out;
+  }
   if (!rows_product_applies(fk, a.size(0), w.size(0), w.size(1), ct)) {
     return cell_product(a, w, bias, ct);
   }
@@ -148,6 +169,10 @@ Tensor step_product(const fast::Kernels* fk, const Tensor& a, const Tensor& w,
 // out += a · wᵀ, out [B, N] contiguous in ct.
 void add_step_product(const fast::Kernels* fk, Tensor& out, const Tensor& a, const Tensor& w,
                       at::ScalarType ct) {
+  if (bf16_product(a, w)) {
+    out.add_(at::mm(a, w.t()));
+    return;
+  }
   const Tensor x = prepare(a, ct), wc = prepare(w, ct);
   if (rows_product_applies(fk, x.size(0), wc.size(0), wc.size(1), ct)) {
     small_product(*fk, x, wc, Tensor(), out, /*accumulate=*/true);

@@ -213,7 +213,8 @@ def test_modules_as_close_to_float32_as_torch_nn(kernels, kind):
 @pytest.mark.parametrize("B, H", [(64, 128), (2, 512)])
 def test_cells_with_large_products_as_close_as_torch_nn(kernels, kind, B, H):
     # Products of 2M multiply-adds and weights of 512K elements run as bfloat16 GEMMs on
-    # the weights as they are (cell_cpu.cpp), rounded to bfloat16 as torch.nn's cells'.
+    # the weights as they are (cell_cpu.cpp), rounded to bfloat16 as torch.nn's cells',
+    # forward and backward.
     seed = _fresh_seed()
     torch.manual_seed(seed)
     import rnnkit
@@ -235,3 +236,17 @@ def test_cells_with_large_products_as_close_as_torch_nn(kernels, kind, B, H):
         ours_err = (got.float() - want).abs().max().item()
         torch_err = (first(ref(x, state)).float() - want).abs().max().item()
     assert ours_err <= 2 * torch_err + 2e-3, f"seed={seed}: {ours_err} vs torch.nn's {torch_err}"
+    # The backward's products too: the gradients of the weights and the input.
+    g = torch.randn(B, H)
+    grads = {}
+    for name, module, inp, st in (("exact", exact, x.float(), exact_state), ("ours", ours, x, state),
+                                  ("torch", ref, x, state)):
+        xi = inp.clone().requires_grad_()
+        (first(module(xi, st)).float() * g).sum().backward()
+        grads[name] = [xi.grad.float(), module.weight_ih.grad.float(), module.weight_hh.grad.float()]
+    for k, what in enumerate(("input", "weight_ih", "weight_hh")):
+        ours_err = (grads["ours"][k] - grads["exact"][k]).abs().max().item()
+        torch_err = (grads["torch"][k] - grads["exact"][k]).abs().max().item()
+        scale = grads["exact"][k].abs().max().item()
+        assert ours_err <= 2 * torch_err + 1e-2 * scale, (
+            f"seed={seed} {what}: {ours_err} vs torch.nn's {torch_err}")

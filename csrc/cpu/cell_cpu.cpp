@@ -225,6 +225,24 @@ Tensor rows_outer(const Tensor& a, const Tensor& b) {
 
 const CellGemms kCpuCellGemms = {&rows_times, &rows_outer};
 
+// cell_step_grads with the products in bfloat16 where the forward's run so
+// (bf16_product): the gate gradients rounded to bfloat16, ATen's GEMMs on the
+// weights, input and state as they are, instead of float32 copies of the weights at
+// every call (LSTMCell B=1 H=1024 forward and backward: 13 ms so, 3.4 torch.nn's).
+CellGrads step_grads(const Tensor& dgi, const Tensor& dgh, const Tensor& input, const Tensor& hx,
+                     const Tensor& w_ih, const Tensor& w_hh, const Tensor& dh_direct,
+                     bool has_bias, Mask3 mask, at::ScalarType dtype) {
+  if (!bf16_product(input, w_ih) && !bf16_product(hx, w_hh)) {
+    return cell_step_grads(dgi, dgh, input, hx, w_ih, w_hh, dh_direct, has_bias, mask, dtype,
+                           kCpuCellGemms);
+  }
+  const auto bf16 = at::kBFloat16;
+  const Tensor gi = dgi.to(bf16), gh = dgh.is_same(dgi) ? gi : dgh.to(bf16);
+  return cell_step_grads(gi, gh, input, hx, w_ih, w_hh,
+                         dh_direct.defined() ? dh_direct.to(bf16) : Tensor(), has_bias, mask,
+                         dtype, kAtenCellGemms);
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------- RNN
@@ -299,8 +317,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> rnn_cell_backward(
       });
     });
   });
-  return cell_step_grads(dpre, dpre, input, hx, w_ih, w_hh, Tensor(), has_bias, output_mask,
-                         dtype, kCpuCellGemms);
+  return step_grads(dpre, dpre, input, hx, w_ih, w_hh, Tensor(), has_bias, output_mask, dtype);
 }
 
 // ---------------------------------------------------------------- GRU
@@ -409,8 +426,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_cell_backward(
       });
     });
   });
-  return cell_step_grads(dgi, dgh, input, hx, w_ih, w_hh, dh_direct, has_bias, output_mask,
-                         dtype, kCpuCellGemms);
+  return step_grads(dgi, dgh, input, hx, w_ih, w_hh, dh_direct, has_bias, output_mask, dtype);
 }
 
 // ---------------------------------------------------------------- LSTM
@@ -535,8 +551,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_cell_bac
     });
   });
   auto [dx, dh, dw_ih, dw_hh, db_ih, db_hh] =
-      cell_step_grads(dg, dg, input, hx, w_ih, w_hh, Tensor(), has_bias, output_mask, dtype,
-                      kCpuCellGemms);
+      step_grads(dg, dg, input, hx, w_ih, w_hh, Tensor(), has_bias, output_mask, dtype);
   const Tensor dc_out = output_mask[1] ? as_dtype(dc, dtype) : input.new_empty({0});
   return {dx, dh, dc_out, dw_ih, dw_hh, db_ih, db_hh};
 }

@@ -127,6 +127,29 @@ def test_edges(kernels, cell, monkeypatch):
 
 
 @pytest.mark.parametrize("cell", CELLS)
+def test_large_calls_one_after_another(kernels, cell, monkeypatch):
+    # Outputs and reserves of 1 MiB and more go through float32 buffers in memory the
+    # thread keeps (kept_floats): a second call, with other lengths and more padding,
+    # must see its own data. Several input chunks (T*B > 512), in reverse, lengths
+    # longest first as a PackedSequence's and in no order.
+    seed = _fresh_seed()
+    rng = random.Random(seed)
+    torch.manual_seed(seed)
+    T, B = 120, 24  # the RNN's output alone is 1.1 MB
+    for lengths, reverse in ((None, False),
+                             (sorted((rng.randint(0, T) for _ in range(B)), reverse=True), True),
+                             ([rng.randint(0, T) for _ in range(B)], False)):
+        case = _case(cell, rng, T=T, B=B, H=96, I=rng.choice([31, 64]), reverse=reverse,
+                     lengths=None if lengths is None else torch.tensor(lengths))
+        _check(case, seed)
+        got = case.op(*case.args())  # with the reserve (and its kept float32 buffer)
+        want = _spec(case)
+        for k, (g, w) in enumerate(zip(got, want)):
+            torch.testing.assert_close(g.double(), w, atol=ATOL, rtol=RTOL,
+                                       msg=lambda m: f"{case.describe(seed)} output {k}: {m}")
+
+
+@pytest.mark.parametrize("cell", CELLS)
 def test_empty_batch(kernels, cell):
     case = Case(cell, T=3, B=0, I=4, H=5, dtype=BF16)
     with torch.no_grad():
@@ -210,7 +233,7 @@ def test_modules_as_close_to_float32_as_torch_nn(kernels, kind):
 
 
 @pytest.mark.parametrize("kind", ["LSTMCell", "GRUCell", "RNNCell"])
-@pytest.mark.parametrize("B, H", [(64, 128), (2, 512)])
+@pytest.mark.parametrize("B, H", [(64, 128), (2, 512), (64, 256)])
 def test_cells_with_large_products_as_close_as_torch_nn(kernels, kind, B, H):
     # Products of 2M multiply-adds and weights of 512K elements run as bfloat16 GEMMs on
     # the weights as they are (cell_cpu.cpp), rounded to bfloat16 as torch.nn's cells',

@@ -118,7 +118,8 @@ using Bf16Projection = LowPrecisionProjection<Bf16Matrix>;
 }  // namespace
 
 const Bf16Kernels* bf16_select() {
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+// As the kernels' file (bf16_kernels_avx512.cpp): GCC 10 or later, or clang.
+#if defined(__x86_64__) && (defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 10))
   static const Bf16Kernels* const avx512 =
       __builtin_cpu_supports("avx512bf16") ? bf16_kernels_avx512() : nullptr;
 #else

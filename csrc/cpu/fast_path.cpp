@@ -240,8 +240,12 @@ template at::Tensor kept_memory<int16_t>(int64_t, Pack);
 template at::Tensor kept_memory<uint8_t>(int64_t, Pack);
 
 at::Tensor kept_floats(at::IntArrayRef sizes, Pack kind) {
+  // Activations, not weights: kept up to a quarter of kept_memory's bound, so that a
+  // thread does not hold three buffers of a GiB after one large call.
+  constexpr int64_t kMaxKeptFloats = (int64_t{1} << 28) / int64_t{sizeof(float)};
   int64_t n = 1;
   for (const int64_t s : sizes) n *= s;
+  if (n > kMaxKeptFloats) return at::empty(sizes, at::TensorOptions().dtype(at::kFloat));
   return kept_memory<float>(std::max<int64_t>(1, n), kind).narrow(0, 0, n).view(sizes);
 }
 

@@ -120,7 +120,7 @@ at::Tensor kept_memory(int64_t n, Pack kind);
 // layer call that its results are rounded from or its arguments widened into: fresh
 // memory would cost a page fault per page at first touch, inside the step loop (LSTM
 // T=100 B=64 H=512: 75 ms of system time for a 64 MB reserve, more than the 66 ms of
-// the forward without it, on a 2-core Zen 4).
+// the forward without it, on a 2-core Zen 4). Up to 256 MiB each (fresh memory above).
 at::Tensor kept_floats(at::IntArrayRef sizes, Pack kind);
 
 // Panels of U units for `gates` gates (fast_kernels.h): element (g, j, k) of the

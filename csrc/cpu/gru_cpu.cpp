@@ -251,7 +251,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_layer_backward(
   Tensor db_ih = input.new_empty({0}), db_hh = input.new_empty({0});
   if (sz.has_bias) {  // summed in the compute dtype
     const Tensor sums = dgates.view({T * B, 4 * H}).sum(0);
-    db_hh = sums.narrow(0, 0, 3 * H).to(dtype);
+    db_hh = sums.narrow(0, 0, 3 * H).to(dtype, false, /*copy=*/true);  // its own tensor
     db_ih = at::cat({sums.narrow(0, 0, 2 * H), sums.narrow(0, 3 * H, H)}, 0).to(dtype);
   }
   gout_copy = Tensor();
